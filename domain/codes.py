@@ -1,0 +1,135 @@
+"""The stable error codes of SPEC §3 and the HTTP status each one maps to."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    # request-level, in the order SPEC §3 checks them at initiate
+    RAM_USER_NOT_ALLOWED = "RAM_USER_NOT_ALLOWED"
+    DESTINATION_NOT_FOUND = "DESTINATION_NOT_FOUND"
+    ACCOUNT_NOT_VERIFIED = "ACCOUNT_NOT_VERIFIED"
+    ACCOUNT_FROZEN = "ACCOUNT_FROZEN"
+    SAME_ACCOUNT = "SAME_ACCOUNT"
+    ACCOUNT_TYPE_NOT_ALLOWED = "ACCOUNT_TYPE_NOT_ALLOWED"
+    ENTERPRISE_ENTITY_MISMATCH = "ENTERPRISE_ENTITY_MISMATCH"
+    ENTERPRISE_DESTINATION_LIMIT = "ENTERPRISE_DESTINATION_LIMIT"
+    ENTITY_DESTINATION_LIMIT = "ENTITY_DESTINATION_LIMIT"
+    AGREEMENT_NOT_ACCEPTED = "AGREEMENT_NOT_ACCEPTED"
+    VERIFICATION_FAILED = "VERIFICATION_FAILED"
+    # per resource, in order
+    RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
+    PRODUCT_NOT_SUPPORTED = "PRODUCT_NOT_SUPPORTED"
+    RESOURCE_TOO_NEW = "RESOURCE_TOO_NEW"
+    RESOURCE_EXPIRING_SOON = "RESOURCE_EXPIRING_SOON"
+    EIP_ATTACHED = "EIP_ATTACHED"
+    RESOURCE_IN_TRANSFER = "RESOURCE_IN_TRANSFER"
+    # confirm only, checked last
+    INSTANCE_NOT_STOPPED = "INSTANCE_NOT_STOPPED"
+    # orders
+    ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
+    NOT_DESTINATION = "NOT_DESTINATION"
+    NOT_SOURCE = "NOT_SOURCE"
+    READ_ONLY_ACCESS = "READ_ONLY_ACCESS"
+    ORDER_EXPIRED = "ORDER_EXPIRED"
+    ORDER_NOT_PENDING = "ORDER_NOT_PENDING"
+    # other
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    RESOURCE_LOCKED_FOR_TRANSFER = "RESOURCE_LOCKED_FOR_TRANSFER"
+    ENTITY_ACCOUNT_LIMIT = "ENTITY_ACCOUNT_LIMIT"
+
+    @property
+    def http_status(self) -> int:
+        return _HTTP_STATUS.get(self, 422)
+
+
+_HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.UNAUTHENTICATED: 401,
+    **dict.fromkeys(
+        [
+            ErrorCode.RAM_USER_NOT_ALLOWED,
+            ErrorCode.ACCOUNT_NOT_VERIFIED,
+            ErrorCode.ACCOUNT_FROZEN,
+            ErrorCode.VERIFICATION_FAILED,
+            ErrorCode.NOT_DESTINATION,
+            ErrorCode.NOT_SOURCE,
+            ErrorCode.READ_ONLY_ACCESS,
+        ],
+        403,
+    ),
+    **dict.fromkeys(
+        [ErrorCode.ORDER_NOT_FOUND, ErrorCode.RESOURCE_NOT_FOUND, ErrorCode.DESTINATION_NOT_FOUND], 404
+    ),
+    **dict.fromkeys(
+        [
+            ErrorCode.RESOURCE_IN_TRANSFER,
+            ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER,
+            ErrorCode.ORDER_NOT_PENDING,
+            ErrorCode.ORDER_EXPIRED,
+            ErrorCode.INSTANCE_NOT_STOPPED,
+            ErrorCode.ENTITY_ACCOUNT_LIMIT,
+        ],
+        409,
+    ),
+}
+
+_MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.RAM_USER_NOT_ALLOWED: "RAM users cannot initiate, confirm, cancel or reject transfers",
+    ErrorCode.DESTINATION_NOT_FOUND: "The destination account does not exist",
+    ErrorCode.ACCOUNT_NOT_VERIFIED: "Source and destination accounts must both complete identity verification",
+    ErrorCode.ACCOUNT_FROZEN: "A frozen account cannot take part in a transfer",
+    ErrorCode.SAME_ACCOUNT: "The destination account must differ from the source account",
+    ErrorCode.ACCOUNT_TYPE_NOT_ALLOWED: "An enterprise account cannot transfer resources to an individual account",
+    ErrorCode.ENTERPRISE_ENTITY_MISMATCH: (
+        "Enterprise accounts can transfer only between accounts of the same verified entity "
+        "with identical entity names"
+    ),
+    ErrorCode.ENTERPRISE_DESTINATION_LIMIT: (
+        "An individual account can transfer resources to one enterprise account only"
+    ),
+    ErrorCode.ENTITY_DESTINATION_LIMIT: (
+        "Only one destination account is allowed per verified entity other than the source's own"
+    ),
+    ErrorCode.AGREEMENT_NOT_ACCEPTED: "The resource transfer agreement must be accepted",
+    ErrorCode.VERIFICATION_FAILED: "The risk-control verification code is wrong, expired or already used",
+    ErrorCode.RESOURCE_NOT_FOUND: "The resource does not exist",
+    ErrorCode.PRODUCT_NOT_SUPPORTED: (
+        "Only ECS (subscription or pay-as-you-go) and pay-as-you-go EIP instances can be transferred"
+    ),
+    ErrorCode.RESOURCE_TOO_NEW: "Resources created within the last 5 days cannot be transferred",
+    ErrorCode.RESOURCE_EXPIRING_SOON: (
+        "Subscriptions that expire within the next 3 days, or have expired, cannot be transferred"
+    ),
+    ErrorCode.EIP_ATTACHED: "The EIP must be detached from every resource before the transfer",
+    ErrorCode.RESOURCE_IN_TRANSFER: "The resource already has an open transfer order",
+    ErrorCode.INSTANCE_NOT_STOPPED: (
+        "The source account must stop the VPC ECS instance before the destination confirms"
+    ),
+    ErrorCode.ORDER_NOT_FOUND: "The transfer order does not exist",
+    ErrorCode.NOT_DESTINATION: "Only the destination account can do this",
+    ErrorCode.NOT_SOURCE: "Only the source account can do this",
+    ErrorCode.READ_ONLY_ACCESS: "The management account may view member resources and orders only",
+    ErrorCode.ORDER_EXPIRED: "The transfer order expired",
+    ErrorCode.ORDER_NOT_PENDING: "The transfer order is no longer pending",
+    ErrorCode.UNAUTHENTICATED: "A valid bearer token is required",
+    ErrorCode.VALIDATION_ERROR: "The request is not valid",
+    ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER: "The resource is locked while its transfer order is open",
+    ErrorCode.ENTITY_ACCOUNT_LIMIT: "One enterprise entity may verify at most 10 accounts",
+}
+
+
+def default_message(code: ErrorCode) -> str:
+    return _MESSAGES[code]
+
+
+class TransferError(Exception):
+    """A refused request: a stable code, a human message and structured details."""
+
+    def __init__(self, code: ErrorCode, message: str | None = None, details: dict[str, Any] | None = None):
+        self.code = code
+        self.message = message or default_message(code)
+        self.details = details or {}
+        super().__init__(f"{code}: {self.message}")

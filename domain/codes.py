@@ -79,10 +79,14 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
 _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.RAM_USER_NOT_ALLOWED: "RAM users cannot initiate, confirm, cancel or reject transfers",
     ErrorCode.DESTINATION_NOT_FOUND: "The destination account does not exist",
-    ErrorCode.ACCOUNT_NOT_VERIFIED: "Source and destination accounts must both complete identity verification",
+    ErrorCode.ACCOUNT_NOT_VERIFIED: (
+        "Source and destination accounts must both complete identity verification"
+    ),
     ErrorCode.ACCOUNT_FROZEN: "A frozen account cannot take part in a transfer",
     ErrorCode.SAME_ACCOUNT: "The destination account must differ from the source account",
-    ErrorCode.ACCOUNT_TYPE_NOT_ALLOWED: "An enterprise account cannot transfer resources to an individual account",
+    ErrorCode.ACCOUNT_TYPE_NOT_ALLOWED: (
+        "An enterprise account cannot transfer resources to an individual account"
+    ),
     ErrorCode.ENTERPRISE_ENTITY_MISMATCH: (
         "Enterprise accounts can transfer only between accounts of the same verified entity "
         "with identical entity names"
@@ -119,6 +123,11 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER: "The resource is locked while its transfer order is open",
     ErrorCode.ENTITY_ACCOUNT_LIMIT: "One enterprise entity may verify at most 10 accounts",
 }
+
+
+def parse_code(value: str | None) -> ErrorCode | None:
+    """The SPEC code a refusal carries as its type, or None for anything else."""
+    return ErrorCode(value) if value is not None and value in ErrorCode.__members__ else None
 
 
 def default_message(code: ErrorCode) -> str:

@@ -228,6 +228,7 @@ class Charge(Frozen):
     period_start: datetime
     period_end: datetime
     created_at: datetime
+    refunds_charge_id: int | None = None
 
 
 class PriorDestination(Frozen):
@@ -236,4 +237,3 @@ class PriorDestination(Frozen):
     account_id: str
     kind: AccountKind
     entity_id: str | None
-

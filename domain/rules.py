@@ -161,7 +161,10 @@ def order_state_failure(status: OrderStatus, expires_at: datetime, *, now: datet
 
 
 def entity_account_limit_failure(account: Account, verified_accounts_of_entity: int) -> ErrorCode | None:
-    """One enterprise entity verifies at most 10 accounts; `verified_accounts_of_entity` excludes `account`."""
+    """One enterprise entity verifies at most 10 accounts.
+
+    `verified_accounts_of_entity` counts the entity's other verified accounts, not `account` itself.
+    """
     if (
         account.kind is AccountKind.ENTERPRISE
         and account.verified

@@ -20,7 +20,7 @@ def matching_time_step(secret: str, code: str, at: datetime) -> int | None:
 
     The caller records the step as used: a code is single-use per account and step.
     """
-    if len(code) != 6 or not code.isdigit():
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret)
     current = int(at.timestamp()) // STEP_SECONDS

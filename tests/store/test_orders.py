@@ -1,0 +1,405 @@
+"""Opening orders under the lock, deciding and finishing them, and reading them back."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.codes import ErrorCode, TransferError
+from domain.models import (
+    Action,
+    Billing,
+    Event,
+    Failure,
+    InstanceStatus,
+    OrderStatus,
+    Outcome,
+    Product,
+    ReceivingConfig,
+    StepName,
+    StepStatus,
+)
+from store.repository import TransferStore
+from store.tables import OrderRow, ResourceRow
+from tests.store.builders import (
+    NOW,
+    account,
+    add_accounts,
+    add_resources,
+    enterprise,
+    open_args,
+    pending_order,
+    resource,
+)
+
+
+async def refusal(call: Any) -> TransferError:
+    with pytest.raises(TransferError) as refused:
+        await call
+    return refused.value
+
+
+async def test_open_order_takes_the_lock_and_records_the_initiation(store: TransferStore) -> None:
+    order = await pending_order(store)
+    assert order.status is OrderStatus.PENDING and order.product is Product.ECS
+    assert (order.created_at, order.expires_at) == (NOW, NOW + timedelta(hours=24))
+    assert [(e.action, e.outcome, e.actor_account_id) for e in order.events] == [
+        (Action.INITIATE, Outcome.ACCEPTED, "src")
+    ]
+    locked = await store.get_resource("r-o-1")
+    assert locked is not None and locked.locked_by_order_id == "o-1" and locked.owner_account_id == "src"
+    assert await store.get_order("o-1") == order
+    assert await store.get_order("o-2") is None
+
+
+async def test_an_existing_order_is_answered_unchanged_without_the_rules(store: TransferStore) -> None:
+    order = await pending_order(store)
+    await store.update_account("src", frozen=True)  # would refuse a new order
+    assert await store.open_order(**open_args("o-1", "r-o-1", "src", "dst")) == order
+
+
+async def test_open_order_refuses_by_the_rules_in_their_order(store: TransferStore) -> None:
+    await add_accounts(
+        store,
+        account("src"),
+        account("dst"),
+        account("cold", frozen=True),
+        account("new", verified=False, entity_id=None, entity_name=None),
+    )
+    await add_resources(
+        store,
+        resource("r-ok", "src"),
+        resource("r-theirs", "dst"),
+        resource("r-young", "src", created_at=NOW - timedelta(days=1), expires_at=NOW + timedelta(days=1)),
+        resource("eip-sub", "src", product=Product.EIP, network=None, status=None),
+        resource(
+            "eip-on",
+            "src",
+            product=Product.EIP,
+            billing=Billing.PAY_AS_YOU_GO,
+            expires_at=None,
+            network=None,
+            status=None,
+            attached_to="r-ok",
+        ),
+        resource("rds-1", "src", product=Product.RDS, network=None, status=None),
+    )
+    cases = [
+        (open_args("o", "r-ok", "src", "ghost"), ErrorCode.DESTINATION_NOT_FOUND),
+        (open_args("o", "r-ok", "src", "new"), ErrorCode.ACCOUNT_NOT_VERIFIED),
+        (open_args("o", "r-ok", "src", "cold"), ErrorCode.ACCOUNT_FROZEN),
+        (open_args("o", "r-ok", "src", "src"), ErrorCode.SAME_ACCOUNT),
+        (open_args("o", "r-theirs", "src", "dst"), ErrorCode.RESOURCE_NOT_FOUND),
+        (open_args("o", "ghost", "src", "dst"), ErrorCode.RESOURCE_NOT_FOUND),
+        (open_args("o", "rds-1", "src", "dst"), ErrorCode.PRODUCT_NOT_SUPPORTED),
+        (open_args("o", "r-young", "src", "dst"), ErrorCode.RESOURCE_TOO_NEW),
+        (open_args("o", "eip-on", "src", "dst"), ErrorCode.EIP_ATTACHED),
+    ]
+    for arguments, code in cases:
+        assert (await refusal(store.open_order(**arguments))).code is code
+    converted = await refusal(store.open_order(**open_args("o", "eip-sub", "src", "dst")))
+    assert converted.code is ErrorCode.PRODUCT_NOT_SUPPORTED and "pay-as-you-go" in converted.message
+    assert await store.get_order("o") is None
+    assert (await store.get_resource("r-ok")).locked_by_order_id is None  # type: ignore[union-attr]
+
+
+async def test_one_open_order_per_resource_under_concurrency(
+    store: TransferStore, engine: AsyncEngine
+) -> None:
+    await add_accounts(store, account("src"), *(account(f"dst-{n}") for n in range(10)))
+    await add_resources(store, resource("r-1", "src"))
+    results = await asyncio.gather(
+        *(store.open_order(**open_args(f"o-{n}", "r-1", "src", f"dst-{n}")) for n in range(10)),
+        return_exceptions=True,
+    )
+    opened = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(opened) == 1
+    assert all(isinstance(r, TransferError) and r.code is ErrorCode.RESOURCE_IN_TRANSFER for r in refused)
+    async with engine.connect() as connection:
+        pending = await connection.scalar(
+            select(func.count()).select_from(OrderRow).where(OrderRow.resource_id == "r-1")
+        )
+        lock = await connection.scalar(select(ResourceRow.locked_by_order_id).where(ResourceRow.id == "r-1"))
+    assert pending == 1 and lock == opened[0].order_id
+
+
+async def test_an_individual_reaches_one_enterprise_only_under_concurrency(store: TransferStore) -> None:
+    await add_accounts(store, account("src"), enterprise("corp-a", "a"), enterprise("corp-b", "b"))
+    await add_resources(store, resource("r-1", "src"), resource("r-2", "src"))
+    results = await asyncio.gather(
+        store.open_order(**open_args("o-a", "r-1", "src", "corp-a")),
+        store.open_order(**open_args("o-b", "r-2", "src", "corp-b")),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(refused) == 1
+    assert isinstance(refused[0], TransferError) and refused[0].code is ErrorCode.ENTERPRISE_DESTINATION_LIMIT
+
+
+async def test_closed_orders_leave_the_destination_limits(store: TransferStore) -> None:
+    await add_accounts(store, account("src"), enterprise("corp-a", "a"), enterprise("corp-b", "b"))
+    await add_resources(store, resource("r-1", "src"), resource("r-2", "src"))
+    await store.open_order(**open_args("o-a", "r-1", "src", "corp-a"))
+    blocked = await refusal(store.open_order(**open_args("o-b", "r-2", "src", "corp-b")))
+    assert blocked.code is ErrorCode.ENTERPRISE_DESTINATION_LIMIT
+    await store.decide("o-a", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
+    await store.open_order(**open_args("o-b", "r-2", "src", "corp-b"))
+
+
+async def test_confirm_and_cancel_race_and_exactly_one_wins(store: TransferStore) -> None:
+    for n in range(4):
+        order = await pending_order(store, f"o-{n}")
+        confirm = store.decide(
+            order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst"
+        )
+        cancel = store.decide(order.order_id, status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
+        expire = store.decide(order.order_id, status=OrderStatus.EXPIRED, at=NOW, actor_account_id=None)
+        results = await asyncio.gather(confirm, cancel, expire, return_exceptions=True)
+        won = [r for r in results if not isinstance(r, BaseException)]
+        lost = [r for r in results if isinstance(r, BaseException)]
+        assert len(won) == 1 and len(lost) == 2
+        winner = won[0].status
+        for error in lost:
+            assert isinstance(error, TransferError) and error.code is ErrorCode.ORDER_NOT_PENDING
+            assert error.details == {"status": winner.value}
+        final = await store.get_order(order.order_id)
+        assert final is not None and final.status is winner
+        assert [e.action for e in final.events] == [Action.INITIATE, won[0].events[-1].action]
+        lock = (await store.get_resource(order.resource_id)).locked_by_order_id  # type: ignore[union-attr]
+        assert lock == (order.order_id if winner is OrderStatus.TRANSFERRING else None)
+
+
+async def test_decide_records_the_decision(store: TransferStore) -> None:
+    order = await pending_order(store)
+    config = ReceivingConfig(resource_group="rg-new", tags={"team": "b"})
+    confirmed = await store.decide(
+        order.order_id,
+        status=OrderStatus.TRANSFERRING,
+        at=NOW + timedelta(hours=1),
+        actor_account_id="dst",
+        receiving_config=config,
+    )
+    assert confirmed.status is OrderStatus.TRANSFERRING and confirmed.confirmed_at == NOW + timedelta(hours=1)
+    assert confirmed.events[-1] == Event(
+        at=NOW + timedelta(hours=1), actor_account_id="dst", action=Action.CONFIRM, outcome=Outcome.ACCEPTED
+    )
+    # the same decision again answers the order; another one is refused with the status
+    assert await store.decide(
+        order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst"
+    ) == (confirmed)
+    late = await refusal(
+        store.decide(order.order_id, status=OrderStatus.REJECTED, at=NOW, actor_account_id="dst")
+    )
+    assert (late.code, late.details) == (ErrorCode.ORDER_NOT_PENDING, {"status": "transferring"})
+    missing = await refusal(
+        store.decide("ghost", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
+    )
+    assert missing.code is ErrorCode.ORDER_NOT_FOUND
+    with pytest.raises(ValueError):
+        await store.decide(order.order_id, status=OrderStatus.COMPLETED, at=NOW, actor_account_id=None)
+
+
+async def test_every_terminal_status_releases_the_lock(store: TransferStore) -> None:
+    for status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
+        order = await pending_order(store, f"o-{status.value}")
+        await store.decide(order.order_id, status=status, at=NOW, actor_account_id=None)
+        assert (await store.get_resource(order.resource_id)).locked_by_order_id is None  # type: ignore[union-attr]
+    for status in (OrderStatus.COMPLETED, OrderStatus.FAILED):
+        order = await pending_order(store, f"o-{status.value}")
+        early = await refusal(store.finish(order.order_id, status=status, at=NOW))
+        assert early.details == {"status": "pending"}
+        await store.decide(order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
+        failure = (
+            Failure(code=ErrorCode.ACCOUNT_FROZEN, message="frozen") if status is OrderStatus.FAILED else None
+        )
+        done = await store.finish(
+            order.order_id, status=status, at=NOW + timedelta(minutes=1), failure=failure
+        )
+        assert done.status is status and done.failure == failure
+        assert done.completed_at == (NOW + timedelta(minutes=1) if status is OrderStatus.COMPLETED else None)
+        assert (done.events[-1].action, done.events[-1].actor_account_id, done.events[-1].code) == (
+            Action.COMPLETE if status is OrderStatus.COMPLETED else Action.FAIL,
+            None,
+            failure.code if failure else None,
+        )
+        assert (await store.get_resource(order.resource_id)).locked_by_order_id is None  # type: ignore[union-attr]
+    # a released resource takes a new order
+    await store.open_order(**open_args("o-again", "r-o-cancelled", "src", "dst"))
+
+
+async def test_record_event_and_steps_make_the_detailed_procedure(store: TransferStore) -> None:
+    order = await pending_order(store)
+    refused = Event(
+        at=NOW + timedelta(minutes=5),
+        actor_account_id="dst",
+        action=Action.CONFIRM,
+        outcome=Outcome.REFUSED,
+        code=ErrorCode.INSTANCE_NOT_STOPPED,
+    )
+    await store.record_event(event_id="e-1", order_id=order.order_id, event=refused)
+    await store.record_event(event_id="e-1", order_id=order.order_id, event=refused)
+    t = NOW + timedelta(minutes=10)
+    await store.start_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t, attempt=1)
+    failure = Failure(code=ErrorCode.INSTANCE_NOT_STOPPED, message="stop it")
+    await store.finish_step(
+        order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=1), error=failure
+    )
+    await store.start_step(
+        order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=5), attempt=2
+    )
+    await store.finish_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=6))
+    await store.finish_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=9))  # no-op
+    await store.start_step(order.order_id, StepName.DESTINATION_VERIFICATION, at=t, attempt=1)
+    got = await store.get_order(order.order_id)
+    assert got is not None
+    assert [e.code for e in got.events] == [None, ErrorCode.INSTANCE_NOT_STOPPED]
+    check, verification = got.steps
+    assert (check.name, check.status, check.started_at, check.finished_at, check.attempts, check.error) == (
+        StepName.CONFIRMATION_CHECK,
+        StepStatus.SUCCEEDED,
+        t,
+        t + timedelta(seconds=6),
+        2,
+        None,
+    )
+    assert (verification.name, verification.status, verification.finished_at) == (
+        StepName.DESTINATION_VERIFICATION,
+        StepStatus.RUNNING,
+        None,
+    )
+
+
+async def test_list_orders_pages_newest_first(store: TransferStore) -> None:
+    await add_accounts(store, *(account(a) for a in ("a", "b", "c", "d")))
+    # a -> b, b -> c and c -> d, two of them at the same instant (the order id breaks the tie)
+    plan = [
+        ("o-1", "a", "b", 0),
+        ("o-2", "b", "c", 1),
+        ("o-3", "a", "b", 1),
+        ("o-4", "c", "d", 2),
+        ("o-5", "a", "b", 3),
+        ("o-6", "b", "c", 4),
+        ("o-7", "a", "b", 5),
+    ]
+    for order_id, source, destination, minute in plan:
+        await add_resources(store, resource(f"r-{order_id}", source))
+        at = NOW + timedelta(minutes=minute)
+        await store.open_order(**open_args(order_id, f"r-{order_id}", source, destination, at=at))
+    await store.decide("o-5", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="a")
+
+    async def every_page(**filters: Any) -> list[str]:
+        ids: list[str] = []
+        cursor = None
+        for _ in range(10):
+            page, cursor = await store.list_orders(limit=2, cursor=cursor, **filters)
+            assert len(page) <= 2 and all(o.steps == [] and o.events == [] for o in page)
+            ids += [o.order_id for o in page]
+            if cursor is None:
+                return ids
+        raise AssertionError("pagination does not end")
+
+    assert await every_page(account_ids={"b"}, role=None, status=None) == [
+        "o-7",
+        "o-6",
+        "o-5",
+        "o-3",
+        "o-2",
+        "o-1",
+    ]
+    assert await every_page(account_ids={"b"}, role="source", status=None) == ["o-6", "o-2"]
+    assert await every_page(account_ids={"b"}, role="destination", status=None) == [
+        "o-7",
+        "o-5",
+        "o-3",
+        "o-1",
+    ]
+    assert await every_page(account_ids={"a", "c"}, role="source", status=OrderStatus.PENDING) == [
+        "o-7",
+        "o-4",
+        "o-3",
+        "o-1",
+    ]
+    assert await every_page(account_ids={"a"}, role=None, status=OrderStatus.CANCELLED) == ["o-5"]
+    assert await every_page(account_ids=set(), role=None, status=None) == []
+    everything, cursor = await store.list_orders(
+        account_ids={"a", "b", "c", "d"}, role=None, status=None, limit=100, cursor=None
+    )
+    assert len(everything) == 7 and cursor is None
+    for bad in ("!!!", "bm90IGpzb24", "WzFd", "WyJ4IiwieSJd"):
+        with pytest.raises(TransferError) as refused:
+            await store.list_orders(account_ids={"a"}, role=None, status=None, limit=2, cursor=bad)
+        assert refused.value.code is ErrorCode.VALIDATION_ERROR
+
+
+async def test_confirmation_failure_rechecks_every_rule_and_stopped_state_last(
+    store: TransferStore, engine: AsyncEngine
+) -> None:
+    order = await pending_order(store)
+    assert await store.confirmation_failure(order.order_id, at=NOW) is None  # its own lock is no blocker
+    await store.set_instance_status(order.resource_id, InstanceStatus.RUNNING)
+    code, message = await store.confirmation_failure(order.order_id, at=NOW)  # type: ignore[misc]
+    assert code is ErrorCode.INSTANCE_NOT_STOPPED and message
+    await store.update_account("dst", frozen=True)
+    assert (await store.confirmation_failure(order.order_id, at=NOW))[0] is ErrorCode.ACCOUNT_FROZEN  # type: ignore[index]
+    await store.update_account("dst", frozen=False)
+    expiring = NOW + timedelta(days=333)
+    assert (await store.confirmation_failure(order.order_id, at=expiring))[0] is (  # type: ignore[index]
+        ErrorCode.RESOURCE_EXPIRING_SOON
+    )
+    async with engine.begin() as connection:  # another order's lock would block
+        await connection.execute(
+            update(ResourceRow)
+            .where(ResourceRow.id == order.resource_id)
+            .values(locked_by_order_id="o-other")
+        )
+    assert (await store.confirmation_failure(order.order_id, at=NOW))[0] is ErrorCode.RESOURCE_IN_TRANSFER  # type: ignore[index]
+    assert (await store.confirmation_failure("ghost", at=NOW))[0] is ErrorCode.ORDER_NOT_FOUND  # type: ignore[index]
+
+
+async def test_confirmation_failure_does_not_count_the_order_itself(store: TransferStore) -> None:
+    await add_accounts(store, account("src"), enterprise("corp-a", "a"), enterprise("corp-b", "b"))
+    await add_resources(store, resource("r-1", "src"))
+    await store.open_order(**open_args("o-a", "r-1", "src", "corp-a"))
+    assert await store.confirmation_failure("o-a", at=NOW) is None
+    assert await store.account_failure("src", "corp-a") is None
+    assert (await store.account_failure("src", "corp-b"))[0] is ErrorCode.ENTERPRISE_DESTINATION_LIMIT  # type: ignore[index]
+    assert await store.account_failure("src", "corp-b", excluding_order_id="o-a") is None
+
+
+async def test_a_confirm_needs_the_instance_stopped_even_after_the_check(store: TransferStore) -> None:
+    order = await pending_order(store)
+    await store.set_instance_status(order.resource_id, InstanceStatus.RUNNING)
+    late_start = await refusal(
+        store.decide(order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
+    )
+    assert late_start.code is ErrorCode.INSTANCE_NOT_STOPPED
+    assert (await store.get_order(order.order_id)).status is OrderStatus.PENDING  # type: ignore[union-attr]
+    # cancel, reject and expire need no stopped instance
+    await store.decide(order.order_id, status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
+
+
+async def test_a_start_racing_a_confirm_never_leaves_a_running_instance_in_transfer(
+    store: TransferStore,
+) -> None:
+    for n in range(6):
+        order = await pending_order(store, f"o-{n}")
+        start, confirm = await asyncio.gather(
+            store.set_instance_status(order.resource_id, InstanceStatus.RUNNING),
+            store.decide(order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst"),
+            return_exceptions=True,
+        )
+        resource = await store.get_resource(order.resource_id)
+        final = await store.get_order(order.order_id)
+        assert resource is not None and final is not None
+        if final.status is OrderStatus.TRANSFERRING:
+            assert isinstance(start, TransferError) and start.code is ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER
+            assert resource.status is InstanceStatus.STOPPED
+        else:
+            assert isinstance(confirm, TransferError) and confirm.code is ErrorCode.INSTANCE_NOT_STOPPED
+            assert resource.status is InstanceStatus.RUNNING and final.status is OrderStatus.PENDING

@@ -1,0 +1,99 @@
+"""The worker: runs ResourceTransfer workflows and their activities until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.worker import Worker
+
+from activities.transfer_activities import TransferActivities
+from logs import configure_logging
+from settings import Settings, connect_temporal
+from store.db import create_engine
+from store.repository import TransferStore
+from workflows import search_attributes
+from workflows.resource_transfer import ResourceTransfer
+
+log = structlog.get_logger(__name__)
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+
+
+async def register_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Adds the search attributes the namespace lacks; returns the names it added."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    known = set(existing.custom_attributes) | set(existing.system_attributes)
+    missing = [key for key in search_attributes.ALL if key.name not in known]
+    if missing:
+        await add_search_attributes(client, namespace, missing)
+    return sorted(key.name for key in missing)
+
+
+async def add_search_attributes(
+    client: Client, namespace: str, keys: Sequence[SearchAttributeKey[Any]]
+) -> None:
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=namespace,
+            # The SDK's enum mirrors the API's numbering.
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type.value) for key in keys
+            },
+        )
+    )
+
+
+def build_worker(client: Client, store: TransferStore, task_queue: str) -> Worker:
+    activities = TransferActivities(store)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[ResourceTransfer],
+        activities=activities.all(),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    client = await connect_temporal(settings)
+    added = await register_search_attributes(client, settings.namespace)
+    if added:
+        log.info("search attributes registered", names=added)
+    engine = create_engine(settings.effective_database_url)
+    try:
+        worker = build_worker(client, TransferStore(engine), settings.task_queue)
+        async with worker:
+            log.info("worker started", task_queue=settings.task_queue, namespace=settings.namespace)
+            await stop.wait()
+            log.info("worker stopping: finishing the tasks in hand")
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_level)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

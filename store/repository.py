@@ -588,7 +588,10 @@ class TransferStore:
             await add_event(session, event_id, order_id, event)
 
     async def start_step(self, order_id: str, name: StepName, *, at: datetime, attempt: int) -> None:
-        """The step is running its `attempt`; started_at stays the first start's."""
+        """The step is running its `attempt`; started_at stays the first start's.
+
+        A step that already succeeded stays as it is: running its activity again changes nothing.
+        """
         running = {
             "status": StepStatus.RUNNING.value,
             "attempts": attempt,
@@ -601,7 +604,11 @@ class TransferStore:
             if not await insert_once(session, OrderStepRow, values):
                 await session.execute(
                     update(OrderStepRow)
-                    .where(OrderStepRow.order_id == order_id, OrderStepRow.name == name.value)
+                    .where(
+                        OrderStepRow.order_id == order_id,
+                        OrderStepRow.name == name.value,
+                        OrderStepRow.status != StepStatus.SUCCEEDED.value,
+                    )
                     .values(**running),
                     execution_options=NO_SYNC,
                 )

@@ -1,0 +1,216 @@
+"""Routes: transfers (SPEC §5): initiate, the dry run, reads, and confirm / cancel / reject, single and batch.
+
+Thin: parse, call TransferService, shape the response. The time of receipt is taken first thing, so a
+TOTP code is checked against the moment the request arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query
+
+from domain.codes import ErrorCode
+from domain.models import ID_PATTERN, Order, OrderStatus, ReceivingConfig
+from starter.deps import PrincipalDep, ServiceDep
+from starter.schemas import (
+    ERROR_RESPONSES,
+    BatchCancelIn,
+    BatchConfirmIn,
+    BatchOut,
+    BatchRejectIn,
+    CancelIn,
+    ConfirmIn,
+    Decided,
+    InitiateIn,
+    InitiateOut,
+    ItemErrorOut,
+    NotDecided,
+    NotOpened,
+    Opened,
+    OrderList,
+    OrderOut,
+    ReceivingConfigIn,
+    RejectIn,
+    ResourceBlockers,
+    Role,
+    ValidateIn,
+    ValidateOut,
+)
+from starter.service import InitiateItem, ItemError, OrderItem
+
+router = APIRouter(prefix="/v1/transfers", tags=["transfers"], responses=ERROR_RESPONSES)
+
+OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="The transfer order id")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")]
+Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
+
+
+def received() -> datetime:
+    return datetime.now(UTC)
+
+
+def order_out(order: Order) -> OrderOut:
+    return OrderOut.model_validate(order, from_attributes=True)
+
+
+def order_list(orders: Sequence[Order], next_cursor: str | None) -> OrderList:
+    return OrderList(items=[order_out(o) for o in orders], next_cursor=next_cursor)
+
+
+def receiving_config(config: ReceivingConfigIn | None) -> ReceivingConfig | None:
+    if config is None:
+        return None
+    return ReceivingConfig(resource_group=config.resource_group, tags=config.tags)
+
+
+def item_error(error: ItemError) -> ItemErrorOut:
+    """A batch item's error shows its code and message; details are for single forms."""
+    return ItemErrorOut(code=error.code, message=error.message)
+
+
+def initiate_result(item: InitiateItem) -> Opened | NotOpened:
+    if item.order_id is None:
+        error = item.error or ItemError(code=ErrorCode.RESOURCE_NOT_FOUND, message="no order was opened")
+        return NotOpened(resource_id=item.resource_id, error=item_error(error))
+    return Opened(
+        resource_id=item.resource_id, order_id=item.order_id, status=item.status or OrderStatus.PENDING
+    )
+
+
+def batch_out(items: Sequence[OrderItem]) -> BatchOut:
+    return BatchOut(
+        results=[
+            NotDecided(order_id=i.order_id, error=item_error(i.error))
+            if i.error is not None
+            else Decided(order_id=i.order_id, status=i.status or OrderStatus.PENDING)
+            for i in items
+        ]
+    )
+
+
+# --- initiate and the dry run ---------------------------------------------------------------------------
+
+
+@router.post("", response_model=InitiateOut, summary="Initiate transfers: one order per resource")
+async def initiate(body: InitiateIn, principal: PrincipalDep, service: ServiceDep) -> InitiateOut:
+    received_at = received()
+    items = await service.initiate(
+        principal,
+        destination_account_id=body.destination_account_id,
+        resource_ids=body.resource_ids,
+        agreement_accepted=body.agreement_accepted,
+        code=body.verification.code,
+        received_at=received_at,
+    )
+    return InitiateOut(results=[initiate_result(item) for item in items])
+
+
+@router.post("/validate", response_model=ValidateOut, summary="Dry run: every blocker of every resource")
+async def validate(body: ValidateIn, principal: PrincipalDep, service: ServiceDep) -> ValidateOut:
+    received_at = received()
+    results = await service.validate(
+        principal,
+        destination_account_id=body.destination_account_id,
+        resource_ids=body.resource_ids,
+        received_at=received_at,
+    )
+    return ValidateOut(
+        results=[
+            ResourceBlockers(
+                resource_id=r.resource_id,
+                blockers=[ItemErrorOut(code=b.code, message=b.message) for b in r.blockers],
+            )
+            for r in results
+        ]
+    )
+
+
+# --- reads ----------------------------------------------------------------------------------------------
+
+
+@router.get("", response_model=OrderList, summary="The caller's orders, newest first")
+async def list_orders(
+    principal: PrincipalDep,
+    service: ServiceDep,
+    role: Annotated[Role | None, Query(description="source or destination; both when absent")] = None,
+    status: Annotated[OrderStatus | None, Query()] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> OrderList:
+    orders, next_cursor = await service.list(principal, role=role, status=status, limit=limit, cursor=cursor)
+    return order_list(orders, next_cursor)
+
+
+# --- batches (declared before /{order_id}/... so "batch" is never taken for an order id) ---------------
+
+
+@router.post("/batch/confirm", response_model=BatchOut, summary="Confirm orders (destination)")
+async def batch_confirm(body: BatchConfirmIn, principal: PrincipalDep, service: ServiceDep) -> BatchOut:
+    received_at = received()
+    items = await service.confirm(
+        principal,
+        order_ids=body.order_ids,
+        agreement_accepted=body.agreement_accepted,
+        code=body.verification.code,
+        receiving_config=receiving_config(body.receiving_config),
+        received_at=received_at,
+    )
+    return batch_out(items)
+
+
+@router.post("/batch/cancel", response_model=BatchOut, summary="Cancel orders (source)")
+async def batch_cancel(body: BatchCancelIn, principal: PrincipalDep, service: ServiceDep) -> BatchOut:
+    return batch_out(await service.cancel(principal, order_ids=body.order_ids))
+
+
+@router.post("/batch/reject", response_model=BatchOut, summary="Reject orders (destination)")
+async def batch_reject(body: BatchRejectIn, principal: PrincipalDep, service: ServiceDep) -> BatchOut:
+    return batch_out(await service.reject(principal, order_ids=body.order_ids, reason=body.reason))
+
+
+# --- one order ------------------------------------------------------------------------------------------
+
+
+@router.get("/{order_id}", response_model=OrderOut, summary="One order with its steps and events")
+async def get_order(order_id: OrderId, principal: PrincipalDep, service: ServiceDep) -> OrderOut:
+    return order_out(await service.get(principal, order_id))
+
+
+@router.post("/{order_id}/confirm", response_model=OrderOut, summary="Confirm the order (destination)")
+async def confirm(
+    order_id: OrderId, body: ConfirmIn, principal: PrincipalDep, service: ServiceDep
+) -> OrderOut:
+    received_at = received()
+    order = await service.confirm_order(
+        principal,
+        order_id,
+        agreement_accepted=body.agreement_accepted,
+        code=body.verification.code,
+        receiving_config=receiving_config(body.receiving_config),
+        received_at=received_at,
+    )
+    return order_out(order)
+
+
+@router.post("/{order_id}/cancel", response_model=OrderOut, summary="Cancel the order (source)")
+async def cancel(
+    order_id: OrderId,
+    principal: PrincipalDep,
+    service: ServiceDep,
+    body: Annotated[CancelIn | None, Body()] = None,
+) -> OrderOut:
+    return order_out(await service.cancel_order(principal, order_id))
+
+
+@router.post("/{order_id}/reject", response_model=OrderOut, summary="Reject the order (destination)")
+async def reject(
+    order_id: OrderId,
+    principal: PrincipalDep,
+    service: ServiceDep,
+    body: Annotated[RejectIn | None, Body()] = None,
+) -> OrderOut:
+    reason = body.reason if body is not None else None
+    return order_out(await service.reject_order(principal, order_id, reason=reason))

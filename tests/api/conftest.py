@@ -1,0 +1,68 @@
+"""The API in process over the real stack: Temporal dev server, worker, SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from secrets import token_urlsafe
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from temporalio.testing import WorkflowEnvironment
+
+from domain.models import Account, PrincipalKind
+from settings import Settings
+from starter.api import create_app
+from starter.client import TransferClient
+from starter.service import TransferService
+from store.repository import TransferStore
+from tests.factory import Factory, fresh_id
+from worker import build_worker
+
+ADMIN_TOKEN = "admin-" + token_urlsafe(16)
+
+
+@dataclass
+class Api:
+    http: httpx.AsyncClient
+    factory: Factory
+    store: TransferStore
+
+    async def token(self, account: Account) -> str:
+        """A root token for `account`."""
+        token = token_urlsafe(24)
+        await self.store.add_credential(account_id=account.id, token=token, kind=PrincipalKind.ROOT)
+        return token
+
+    async def ram_token(self, account: Account) -> str:
+        token = token_urlsafe(24)
+        await self.store.add_credential(
+            account_id=account.id,
+            token=token,
+            kind=PrincipalKind.RAM_USER,
+            name="ops",
+            ram_user_id=fresh_id("ram"),
+        )
+        return token
+
+    @staticmethod
+    def auth(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
+        headers = self.auth(token) if token else {}
+        return await self.http.request(method, path, headers=headers, **kwargs)
+
+
+@pytest.fixture
+async def api(dev_env: WorkflowEnvironment, store: TransferStore, factory: Factory) -> AsyncIterator[Api]:
+    task_queue = fresh_id("tq")
+    settings = Settings(admin_token=SecretStr(ADMIN_TOKEN), task_queue=task_queue)
+    service = TransferService(TransferClient(dev_env.client, task_queue=task_queue), store)
+    app = create_app(settings, service)
+    async with build_worker(dev_env.client, store, task_queue):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            yield Api(http=http, factory=factory, store=store)

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from workflows.messages import DEFAULT_CONFIRM_WINDOW, DEFAULT_TASK_QUEUE
+
+_SECONDS = re.compile(r"\d+(\.\d+)?")
+
+
+def _seconds_or_iso(value: object) -> object:
+    if isinstance(value, str) and _SECONDS.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+# The confirmation window: seconds ("300") or ISO 8601 ("PT24H"), longer than zero.
+ConfirmWindow = Annotated[timedelta, BeforeValidator(_seconds_or_iso), Field(gt=timedelta(0))]
 
 
 class Settings(BaseSettings):
@@ -22,8 +36,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # Unset: a SQLite file in data_dir. PostgreSQL: postgresql+asyncpg://user@host/db
     database_url: str | None = None
-    # Seconds or ISO 8601 ("PT24H").
-    confirm_window: timedelta = Field(default=DEFAULT_CONFIRM_WINDOW, gt=timedelta(0))
+    confirm_window: ConfirmWindow = DEFAULT_CONFIRM_WINDOW
     admin_token: SecretStr | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)

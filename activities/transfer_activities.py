@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.models import (
     AcceptConfirmationInput,
@@ -33,12 +33,14 @@ log = structlog.get_logger(__name__)
 
 
 def refused(error: TransferError) -> ApplicationError:
-    """The ApplicationError that carries a business refusal to the workflow: never retried."""
+    """The ApplicationError that carries a business refusal to the workflow: never retried, and
+    benign, so the SDK logs it as an expected outcome rather than a failure with a traceback."""
     return ApplicationError(
         error.message,
         {"code": error.code.value, "details": error.details},
         type=error.code,
         non_retryable=True,
+        category=ApplicationErrorCategory.BENIGN,
     )
 
 

@@ -361,11 +361,9 @@ class TransferService:
             if organization
             else {principal.account_id}
         )
-        page, next_cursor = await self.store.list_orders(
+        return await self.store.list_orders(
             account_ids=accounts, role=role, status=status, limit=limit, cursor=cursor
         )
-        # The store lists orders without their history: read each one whole.
-        return [await self.store.get_order(order.order_id) or order for order in page], next_cursor
 
     # --- provisioning (admin) -----------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import CursorResult, Executable, select, update
@@ -9,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.models import Event, Order, OrderStatus, PriorDestination
+from domain.models import Event, Order, OrderStatus, PriorDestination, Step
 from store import convert
 from store.tables import AccountRow, Base, OrderEventRow, OrderRow, OrderStepRow, ResourceRow
 
@@ -67,17 +69,27 @@ async def add_event(session: AsyncSession, event_id: str, order_id: str, event: 
 
 async def order_with_history(session: AsyncSession, row: OrderRow) -> Order:
     """The order with its steps (by start, then name) and events (in the order they happened)."""
-    steps = await session.scalars(
+    return (await orders_with_history(session, [row]))[0]
+
+
+async def orders_with_history(session: AsyncSession, rows: Sequence[OrderRow]) -> list[Order]:
+    """The orders with their steps and events: two queries for any number of orders."""
+    ids = [row.order_id for row in rows]
+    steps: dict[str, list[Step]] = defaultdict(list)
+    for step in await session.scalars(
         select(OrderStepRow)
-        .where(OrderStepRow.order_id == row.order_id)
+        .where(OrderStepRow.order_id.in_(ids))
         .order_by(OrderStepRow.started_at, OrderStepRow.name)
-    )
-    events = await session.scalars(
+    ):
+        steps[step.order_id].append(convert.step(step))
+    events: dict[str, list[Event]] = defaultdict(list)
+    for event in await session.scalars(
         select(OrderEventRow)
-        .where(OrderEventRow.order_id == row.order_id)
+        .where(OrderEventRow.order_id.in_(ids))
         .order_by(OrderEventRow.at, OrderEventRow.id)
-    )
-    return convert.order(row, [convert.step(s) for s in steps], [convert.event(e) for e in events])
+    ):
+        events[event.order_id].append(convert.event(event))
+    return [convert.order(row, steps[row.order_id], events[row.order_id]) for row in rows]
 
 
 async def prior_destinations(

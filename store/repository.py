@@ -59,6 +59,7 @@ from store.queries import (
     move_owner,
     must_get,
     order_with_history,
+    orders_with_history,
     prior_destinations,
     release_lock,
     rowcount,
@@ -481,7 +482,7 @@ class TransferStore:
         """Orders whose source (or destination, or either when role is None) is one of the
         accounts, newest first, and the cursor of the next page (None on the last page).
 
-        Listed orders carry no steps or events (empty lists): get_order has them.
+        Each order carries its steps and events, as from get_order.
         """
         if limit < 1:
             raise TransferError(ErrorCode.VALIDATION_ERROR, "limit must be at least 1")
@@ -508,7 +509,7 @@ class TransferStore:
         query = query.order_by(OrderRow.created_at.desc(), OrderRow.order_id.desc()).limit(limit + 1)
         async with self._read() as session:
             rows = list(await session.scalars(query))
-        page = [convert.order(row) for row in rows[:limit]]
+            page = await orders_with_history(session, rows[:limit])
         if len(rows) <= limit:
             return page, None
         return page, encode_cursor(page[-1].created_at, page[-1].order_id)

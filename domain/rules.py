@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from domain.codes import ErrorCode
+from domain.codes import ErrorCode, default_message
 from domain.models import (
     Account,
     AccountKind,
@@ -112,6 +112,13 @@ def product_message(resource: Resource) -> str | None:
     if resource.product is Product.EIP and resource.billing is Billing.SUBSCRIPTION:
         return "A subscription EIP must be converted to pay-as-you-go before it can be transferred"
     return None
+
+
+def blocker_message(code: ErrorCode, resource: Resource | None) -> str:
+    """The message of a per-resource refusal; for a subscription EIP it says how to fix it."""
+    if code is ErrorCode.PRODUCT_NOT_SUPPORTED and resource is not None:
+        return product_message(resource) or default_message(code)
+    return default_message(code)
 
 
 def stopped_state_failure(resource: Resource) -> ErrorCode | None:

@@ -31,7 +31,7 @@ from domain.models import (
     ReceivingConfig,
     Resource,
 )
-from domain.rules import order_failure, principal_failure, product_message, resource_blockers
+from domain.rules import blocker_message, order_failure, principal_failure, resource_blockers
 from domain.verification import new_secret
 from starter.client import TransferClient
 from store.repository import TransferStore
@@ -111,8 +111,7 @@ def new_token() -> str:
 
 
 def blocker(code: ErrorCode, resource: Resource | None) -> ItemError:
-    message = product_message(resource) if resource and code is ErrorCode.PRODUCT_NOT_SUPPORTED else None
-    return ItemError(code=code, message=message or default_message(code))
+    return ItemError(code=code, message=blocker_message(code, resource))
 
 
 class TransferService:

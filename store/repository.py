@@ -423,7 +423,7 @@ class TransferStore:
             resource = convert.resource(resource_row) if resource_row else None
             blockers = rules.resource_blockers(resource, source_account_id=source_account_id, now=created_at)
             if blockers:
-                raise TransferError(blockers[0], _rule_message(blockers[0], resource))
+                raise TransferError(blockers[0], rules.blocker_message(blockers[0], resource))
             assert resource is not None
             # THE LOCK: one atomic conditional UPDATE; whoever changes the row holds the resource.
             locked = await rowcount(
@@ -532,7 +532,7 @@ class TransferStore:
                 resource, source_account_id=order.source_account_id, now=at, order_id=order_id
             )
             if blockers:
-                return blockers[0], _rule_message(blockers[0], resource)
+                return blockers[0], rules.blocker_message(blockers[0], resource)
             assert resource is not None
             stopped = rules.stopped_state_failure(resource)
             return (stopped, default_message(stopped)) if stopped else None
@@ -882,12 +882,6 @@ def _same_credential(
     if not same:
         raise TransferError(ErrorCode.VALIDATION_ERROR, "this token belongs to another credential")
     return _principal(row)
-
-
-def _rule_message(code: ErrorCode, resource: Resource | None) -> str:
-    if code is ErrorCode.PRODUCT_NOT_SUPPORTED and resource is not None:
-        return rules.product_message(resource) or default_message(code)
-    return default_message(code)
 
 
 def token_digest(token: str) -> str:

@@ -37,21 +37,18 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 from domain.codes import ErrorCode, TransferError
 from domain.models import ID_PATTERN, Order, OrderStatus, Principal, ReceivingConfig
 from domain.verification import STEP_SECONDS, code_at
 from logs import configure_logging
-from settings import ConfirmWindow, Settings
+from settings import ConfirmWindow, Settings, connect_temporal
 from starter.client import TransferClient
-from starter.service import InitiateItem, OrderItem, TransferService
+from starter.service import InitiateItem, OnItemAnswered, OrderItem, TransferService
 from store.db import create_engine, migrate
 from store.repository import TransferStore
 from store.tables import VerificationRow
-from workflows.messages import OrderState
 
 app = typer.Typer(
     name="transfer",
@@ -377,40 +374,10 @@ async def _database(settings: Settings) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-class ProgressClient(TransferClient):
-    """TransferClient that reports each order it has an answer for: the progress bar of a batch."""
-
-    on_answer: Callable[[], None] = staticmethod(lambda: None)
-
-    async def initiate(self, *args: Any, **kwargs: Any) -> OrderState:
-        try:
-            return await super().initiate(*args, **kwargs)
-        finally:
-            self.on_answer()
-
-    async def confirm(self, *args: Any, **kwargs: Any) -> OrderState:
-        try:
-            return await super().confirm(*args, **kwargs)
-        finally:
-            self.on_answer()
-
-    async def cancel(self, *args: Any, **kwargs: Any) -> OrderState:
-        try:
-            return await super().cancel(*args, **kwargs)
-        finally:
-            self.on_answer()
-
-    async def reject(self, *args: Any, **kwargs: Any) -> OrderState:
-        try:
-            return await super().reject(*args, **kwargs)
-        finally:
-            self.on_answer()
-
-
 @asynccontextmanager
 async def _operator(
     token: str | None, *, temporal: bool = True, check: Callable[[], object] | None = None
-) -> AsyncIterator[tuple[TransferService, ProgressClient, Principal]]:
+) -> AsyncIterator[tuple[TransferService, Principal]]:
     """The service and the caller's principal, checked in SPEC order: UNAUTHENTICATED, then `check`
     (VALIDATION_ERROR of the arguments), both before anything reaches Temporal."""
     settings = _settings()
@@ -422,26 +389,20 @@ async def _operator(
         if check is not None:
             check()
         try:
-            client = await Client.connect(
-                settings.temporal_address,
-                namespace=settings.namespace,
-                data_converter=pydantic_data_converter,
-                lazy=not temporal,  # reads come from the database only
-            )
+            # Reads come from the database only: they connect lazily, so Temporal may be down.
+            client = await connect_temporal(settings, lazy=not temporal)
         except RuntimeError as error:
             raise CliFailure(
                 f"cannot reach Temporal at {settings.temporal_address} ({error}): is `transfer dev` "
                 "running, or TRANSFER_TEMPORAL_ADDRESS set?"
             ) from None
-        transfers = ProgressClient(
+        transfers = TransferClient(
             client, task_queue=settings.task_queue, confirm_window=settings.confirm_window
         )
-        yield TransferService(transfers, store), transfers, principal
+        yield TransferService(transfers, store), principal
 
 
-async def _with_progress(
-    transfers: ProgressClient, total: int, description: str, work: Callable[[], Awaitable[_T]]
-) -> _T:
+async def _with_progress(total: int, description: str, work: Callable[[OnItemAnswered], Awaitable[_T]]) -> _T:
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -451,11 +412,7 @@ async def _with_progress(
     )
     with Progress(*columns, console=err(), transient=True) as progress:
         task = progress.add_task(description, total=total)
-        transfers.on_answer = lambda: progress.advance(task)
-        try:
-            result = await work()
-        finally:
-            transfers.on_answer = lambda: None
+        result = await work(lambda: progress.advance(task))
         progress.update(task, completed=total)
     return result
 
@@ -504,17 +461,17 @@ def initiate(
             _check_ids(resource_ids, "resource id")
             _check_ids([to], "destination account id")
 
-        async with _operator(token, check=check) as (service, transfers, principal):
+        async with _operator(token, check=check) as (service, principal):
             items = await _with_progress(
-                transfers,
                 len(resource_ids),
                 f"initiating {len(resource_ids)} transfer(s) to {to}",
-                lambda: service.initiate(
+                lambda advance: service.initiate(
                     principal,
                     destination_account_id=to,
                     resource_ids=resource_ids,
                     agreement_accepted=agree,
                     code=code,
+                    progress=advance,
                 ),
             )
         return _report(f"Transfers to {to}", "resource", items)
@@ -560,17 +517,17 @@ def confirm(
                 except ValidationError as error:
                     _fail(ErrorCode.VALIDATION_ERROR, str(error.errors()[0]["msg"]))
 
-        async with _operator(token, check=check) as (service, transfers, principal):
+        async with _operator(token, check=check) as (service, principal):
             items = await _with_progress(
-                transfers,
                 len(order_ids),
                 f"confirming {len(order_ids)} order(s)",
-                lambda: service.confirm(
+                lambda advance: service.confirm(
                     principal,
                     order_ids=order_ids,
                     agreement_accepted=agree,
                     code=code,
                     receiving_config=receiving,
+                    progress=advance,
                 ),
             )
         return _report("Confirm", "order", items)
@@ -587,12 +544,11 @@ def cancel(
 
     async def work() -> int:
         check = partial(_check_ids, order_ids, "order id")
-        async with _operator(token, check=check) as (service, transfers, principal):
+        async with _operator(token, check=check) as (service, principal):
             items = await _with_progress(
-                transfers,
                 len(order_ids),
                 f"cancelling {len(order_ids)} order(s)",
-                lambda: service.cancel(principal, order_ids=order_ids),
+                lambda advance: service.cancel(principal, order_ids=order_ids, progress=advance),
             )
         return _report("Cancel", "order", items)
 
@@ -609,12 +565,13 @@ def reject(
 
     async def work() -> int:
         check = partial(_check_ids, order_ids, "order id")
-        async with _operator(token, check=check) as (service, transfers, principal):
+        async with _operator(token, check=check) as (service, principal):
             items = await _with_progress(
-                transfers,
                 len(order_ids),
                 f"rejecting {len(order_ids)} order(s)",
-                lambda: service.reject(principal, order_ids=order_ids, reason=reason),
+                lambda advance: service.reject(
+                    principal, order_ids=order_ids, reason=reason, progress=advance
+                ),
             )
         return _report("Reject", "order", items)
 
@@ -686,7 +643,7 @@ def show(
 
     async def work() -> int:
         check = partial(_check_ids, [order_id], "order id")
-        async with _operator(token, temporal=False, check=check) as (service, _, principal):
+        async with _operator(token, temporal=False, check=check) as (service, principal):
             order = await service.get(principal, order_id)
         if as_json:
             out().print_json(order.model_dump_json())
@@ -709,7 +666,7 @@ def list_orders(
     """List the caller's orders, newest first."""
 
     async def work() -> int:
-        async with _operator(token, temporal=False) as (service, _, principal):
+        async with _operator(token, temporal=False) as (service, principal):
             orders, next_cursor = await service.list(
                 principal,
                 role=role.value if role is not None else None,

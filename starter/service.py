@@ -11,7 +11,7 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,6 +92,25 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# Told once per item of a batch as soon as that item is answered (the CLI's progress bar).
+OnItemAnswered = Callable[[], None]
+_Item = TypeVar("_Item")
+
+
+async def _each(
+    keys: Sequence[str], answer: Callable[[str], Awaitable[_Item]], progress: OnItemAnswered | None
+) -> list[_Item]:
+    """Answers every item of a batch concurrently, in request order."""
+
+    async def one(key: str) -> _Item:
+        item = await answer(key)
+        if progress is not None:
+            progress()
+        return item
+
+    return list(await asyncio.gather(*(one(key) for key in keys)))
+
+
 def _item_error(error: TransferError) -> ItemError:
     return ItemError(code=error.code, message=error.message, details=error.details)
 
@@ -149,6 +168,7 @@ class TransferService:
         agreement_accepted: bool,
         code: str,
         received_at: datetime | None = None,
+        progress: OnItemAnswered | None = None,
     ) -> list[InitiateItem]:
         """Opens one order per resource; answers once each is open (lock held) or refused."""
         received_at = received_at or now()
@@ -170,7 +190,7 @@ class TransferService:
                 return InitiateItem(resource_id=resource_id, error=_item_error(error))
             return InitiateItem(resource_id=resource_id, order_id=state.order_id, status=state.status)
 
-        return list(await asyncio.gather(*(open_one(r) for r in resource_ids)))
+        return await _each(resource_ids, open_one, progress)
 
     async def validate(
         self,
@@ -201,6 +221,7 @@ class TransferService:
         code: str,
         receiving_config: ReceivingConfig | None = None,
         received_at: datetime | None = None,
+        progress: OnItemAnswered | None = None,
     ) -> list[OrderItem]:
         received_at = received_at or now()
         self._refuse_ram_user(principal)
@@ -216,17 +237,32 @@ class TransferService:
             receiving_config=receiving_config,
         )
         return await self._each_order(
-            principal, order_ids, Action.CONFIRM, lambda order_id: self.transfers.confirm(order_id, request)
+            principal,
+            order_ids,
+            Action.CONFIRM,
+            lambda order_id: self.transfers.confirm(order_id, request),
+            progress,
         )
 
-    async def cancel(self, principal: Principal, *, order_ids: Sequence[str]) -> list[OrderItem]:
+    async def cancel(
+        self, principal: Principal, *, order_ids: Sequence[str], progress: OnItemAnswered | None = None
+    ) -> list[OrderItem]:
         self._refuse_ram_user(principal)
         return await self._each_order(
-            principal, order_ids, Action.CANCEL, lambda order_id: self.transfers.cancel(order_id, principal)
+            principal,
+            order_ids,
+            Action.CANCEL,
+            lambda order_id: self.transfers.cancel(order_id, principal),
+            progress,
         )
 
     async def reject(
-        self, principal: Principal, *, order_ids: Sequence[str], reason: str | None = None
+        self,
+        principal: Principal,
+        *,
+        order_ids: Sequence[str],
+        reason: str | None = None,
+        progress: OnItemAnswered | None = None,
     ) -> list[OrderItem]:
         self._refuse_ram_user(principal)
         return await self._each_order(
@@ -234,6 +270,7 @@ class TransferService:
             order_ids,
             Action.REJECT,
             lambda order_id: self.transfers.reject(order_id, principal, reason),
+            progress,
         )
 
     # A single form is a batch of one whose item error becomes the error of the request; it answers
@@ -285,6 +322,7 @@ class TransferService:
         order_ids: Sequence[str],
         action: Action,
         act: Callable[[str], Awaitable[OrderState]],
+        progress: OnItemAnswered | None,
     ) -> list[OrderItem]:
         managed = await self.store.managed_account_ids(principal.account_id)
 
@@ -312,7 +350,7 @@ class TransferService:
                 return OrderItem(order_id=order_id, error=_item_error(error))
             return OrderItem(order_id=order_id, status=state.status)
 
-        return list(await asyncio.gather(*(one(order_id) for order_id in order_ids)))
+        return await _each(order_ids, one, progress)
 
     async def _record_refusal(
         self, order: Order, principal: Principal, action: Action, code: ErrorCode

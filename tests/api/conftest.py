@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from secrets import token_urlsafe
 from typing import Any
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from domain.models import Account, PrincipalKind
 from settings import Settings
@@ -20,6 +22,7 @@ from starter.service import TransferService
 from store.repository import TransferStore
 from tests.factory import Factory, fresh_id
 from worker import build_worker
+from workflows.resource_transfer import ResourceTransfer
 
 ADMIN_TOKEN = "admin-" + token_urlsafe(16)
 
@@ -56,13 +59,27 @@ class Api:
         return await self.http.request(method, path, headers=headers, **kwargs)
 
 
-@pytest.fixture
-async def api(dev_env: WorkflowEnvironment, store: TransferStore, factory: Factory) -> AsyncIterator[Api]:
+@asynccontextmanager
+async def running_api(
+    env: WorkflowEnvironment, store: TransferStore, activities: Sequence[Callable[..., Any]] | None = None
+) -> AsyncIterator[Api]:
+    """The app in process with its own task queue and a worker: the real activities, or `activities`."""
     task_queue = fresh_id("tq")
     settings = Settings(admin_token=SecretStr(ADMIN_TOKEN), task_queue=task_queue)
-    service = TransferService(TransferClient(dev_env.client, task_queue=task_queue), store)
+    service = TransferService(TransferClient(env.client, task_queue=task_queue), store)
     app = create_app(settings, service)
-    async with build_worker(dev_env.client, store, task_queue):
+    worker = (
+        build_worker(env.client, store, task_queue)
+        if activities is None
+        else Worker(env.client, task_queue=task_queue, workflows=[ResourceTransfer], activities=activities)
+    )
+    async with worker:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            yield Api(http=http, factory=factory, store=store)
+            yield Api(http=http, factory=Factory(store), store=store)
+
+
+@pytest.fixture
+async def api(dev_env: WorkflowEnvironment, store: TransferStore) -> AsyncIterator[Api]:
+    async with running_api(dev_env, store) as running:
+        yield running

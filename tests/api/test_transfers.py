@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from domain.models import Billing, InstanceStatus, Network, Product
-from tests.api.conftest import Api
+from store.repository import TransferStore
+from tests.api.conftest import Api, running_api
 from tests.api.transfer_helpers import (
     assert_error,
     code,
@@ -22,7 +24,7 @@ from tests.api.transfer_helpers import (
     wait_for_status,
     wrong_code,
 )
-from tests.factory import fresh_id
+from tests.factory import freezing_destination_activities, fresh_id
 
 UTC_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")
 
@@ -695,3 +697,28 @@ async def test_bad_list_parameters_are_validation_errors(api: Api, params: dict[
     account = await api.factory.account()
     response = await api.call("GET", "/v1/transfers", await api.token(account), params=params)
     assert_error(response, 422, "VALIDATION_ERROR")
+
+
+async def test_a_failure_after_ownership_moved_is_failed_and_compensated(
+    dev_env: WorkflowEnvironment, store: TransferStore
+) -> None:
+    """The destination is frozen between the ownership reassignment and the billing hand-off: the
+    order ends `failed` with the refusal, ownership and billing back with the source, the lock gone."""
+    async with running_api(dev_env, store, freezing_destination_activities(store)) as api:
+        source, destination = await api.factory.account(), await api.factory.account()
+        resource = await api.factory.resource(source)
+        source_token, destination_token = await api.token(source), await api.token(destination)
+        order_id = await open_order(api, source, destination, resource.id, source_token)
+        response = await api.call(
+            "POST", f"/v1/transfers/{order_id}/confirm", destination_token, json=confirm_body(destination)
+        )
+        assert response.status_code == 200, response.text
+        done = await wait_for_status(api, source_token, order_id, {"completed", "failed"})
+        assert done["status"] == "failed"
+        assert done["failure"]["code"] == "ACCOUNT_FROZEN"
+        steps = {step["name"]: step["status"] for step in done["steps"]}
+        assert steps["billing_handoff"] == "failed"
+        assert steps["billing_restore"] == steps["ownership_restore"] == "succeeded"
+        back = await api.call("GET", f"/v1/resources/{resource.id}", source_token)
+        assert back.status_code == 200, back.text
+        assert back.json()["owner_account_id"] == source.id and back.json()["locked"] is False

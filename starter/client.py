@@ -6,6 +6,7 @@ Each order is one ResourceTransfer workflow whose id is the order id. Refusals c
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
@@ -16,8 +17,13 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.codes import ErrorCode, TransferError, parse_code
@@ -74,7 +80,8 @@ class TransferClient:
     ) -> OrderState:
         """Starts the order's workflow and answers once the order is open (lock held) or refused.
 
-        Retrying with the same `order_id` joins the same workflow instead of opening a second order.
+        Retrying with the same `order_id` joins the same workflow instead of opening a second order;
+        after the run has closed, a retry answers its final state and starts nothing.
         """
         order_id = order_id or new_order_id()
         transfer = TransferInput(
@@ -92,6 +99,8 @@ class TransferClient:
             id=order_id,
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # A closed order is never opened again under its id: a late retry learns how it ended.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(search_attributes.SOURCE_ACCOUNT_ID, initiator.account_id),
@@ -108,6 +117,15 @@ class TransferClient:
             return opened
         except WorkflowUpdateFailedError as error:
             raise refusal_from(error) from None
+        except WorkflowAlreadyStartedError:
+            # The start operation keeps the same error; take it, or asyncio reports it unretrieved.
+            with suppress(WorkflowAlreadyStartedError):
+                await start.workflow_handle()
+            # The order's run has closed: answer how it ended, or the rule that refused it.
+            closed = await self.state(order_id)
+            if closed.refusal is not None:
+                raise TransferError(closed.refusal.code, closed.refusal.message) from None
+            return closed
 
     async def confirm(self, order_id: str, request: ConfirmRequest) -> OrderState:
         return await self._update(order_id, ResourceTransfer.confirm, request)

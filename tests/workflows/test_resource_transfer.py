@@ -478,3 +478,23 @@ async def test_history_of_a_completed_transfer_stays_short(
     print(f"history of one completed transfer: {len(events)} events")
     assert events[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
     assert len(events) < 80
+
+
+async def test_a_late_initiate_retry_does_not_reopen_a_closed_order(
+    transfers: TransferClient, factory: Factory, store: TransferStore
+) -> None:
+    source, _, state = await open_order(transfers, factory)
+    await transfers.cancel(state.order_id, root(source))
+    await transfers.result(state.order_id)
+    retried = await transfers.initiate(
+        initiator=root(source),
+        destination_account_id=state.destination_account_id,
+        resource_id=state.resource_id,
+        verification=verification(source, steps_ahead=1),
+        order_id=state.order_id,
+    )
+    assert retried.status is OrderStatus.CANCELLED
+    runs = [run async for run in transfers.client.list_workflows(f'WorkflowId = "{state.order_id}"')]
+    assert len(runs) == 1
+    resource = await store.get_resource(state.resource_id)
+    assert resource is not None and resource.locked_by_order_id is None

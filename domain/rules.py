@@ -31,6 +31,11 @@ def principal_failure(principal: Principal) -> ErrorCode | None:
     return ErrorCode.RAM_USER_NOT_ALLOWED if principal.kind is PrincipalKind.RAM_USER else None
 
 
+def views_managed_accounts(principal: Principal) -> bool:
+    """Only the root of a management account sees its members' resources and orders (read-only)."""
+    return principal.kind is PrincipalKind.ROOT
+
+
 def account_failure(
     source: Account,
     destination: Account | None,

@@ -31,7 +31,13 @@ from domain.models import (
     ReceivingConfig,
     Resource,
 )
-from domain.rules import blocker_message, order_failure, principal_failure, resource_blockers
+from domain.rules import (
+    blocker_message,
+    order_failure,
+    principal_failure,
+    resource_blockers,
+    views_managed_accounts,
+)
 from domain.verification import new_secret
 from starter.client import TransferClient
 from store.repository import TransferStore
@@ -324,7 +330,7 @@ class TransferService:
         act: Callable[[str], Awaitable[OrderState]],
         progress: OnItemAnswered | None,
     ) -> list[OrderItem]:
-        managed = await self.store.managed_account_ids(principal.account_id)
+        managed = await self._managed(principal)
 
         async def one(order_id: str) -> OrderItem:
             order = await self.store.get_order(order_id)
@@ -367,6 +373,12 @@ class TransferService:
             ),
         )
 
+    async def _managed(self, principal: Principal) -> set[str]:
+        """The member accounts whose orders the caller may read (never act on)."""
+        if not views_managed_accounts(principal):
+            return set()
+        return await self.store.managed_account_ids(principal.account_id)
+
     # --- reads --------------------------------------------------------------------------------------
 
     async def get(self, principal: Principal, order_id: str) -> Order:
@@ -375,9 +387,7 @@ class TransferService:
         if order is None:
             raise TransferError(ErrorCode.ORDER_NOT_FOUND)
         parties = {order.source_account_id, order.destination_account_id}
-        if principal.account_id not in parties and not parties & await self.store.managed_account_ids(
-            principal.account_id
-        ):
+        if principal.account_id not in parties and not parties & await self._managed(principal):
             raise TransferError(ErrorCode.ORDER_NOT_FOUND)
         return order
 
@@ -393,11 +403,7 @@ class TransferService:
     ) -> tuple[list[Order], str | None]:
         """The caller's orders, or with `organization` its members' (management account only), newest
         first, each with its steps and events, and the cursor of the next page."""
-        accounts = (
-            await self.store.managed_account_ids(principal.account_id)
-            if organization
-            else {principal.account_id}
-        )
+        accounts = await self._managed(principal) if organization else {principal.account_id}
         return await self.store.list_orders(
             account_ids=accounts, role=role, status=status, limit=limit, cursor=cursor
         )

@@ -29,10 +29,11 @@ from domain.models import (
     Id,
     InstanceStatus,
     Network,
+    Principal,
     Product,
     Resource,
 )
-from domain.rules import resource_blockers
+from domain.rules import resource_blockers, views_managed_accounts
 from starter.deps import PrincipalDep, ServiceDep, require_admin
 from starter.schemas import ERROR_RESPONSES
 from starter.service import blocker
@@ -354,18 +355,30 @@ async def list_organization_resources(
     cursor: Cursor = None,
 ) -> ResourcePage:
     """The management account's view: its members' resources (read-only), blockers for their owners."""
+    if not views_managed_accounts(principal):
+        return _page([], transferable=transferable, limit=limit, cursor=cursor)
     resources = await actions.list_managed(principal.account_id)
     return _page(resources, transferable=transferable, limit=limit, cursor=cursor)
 
 
 @router.get("/v1/resources/{resource_id}", response_model=ResourceOut)
 async def get_resource(resource_id: ResourceIdPath, principal: PrincipalDep, actions: ActionsDep) -> Any:
+    await _owned_unless_root(actions, resource_id, principal)
     return ResourceOut.of(await actions.get(resource_id, actor_account_id=principal.account_id))
+
+
+async def _owned_unless_root(actions: ResourceActions, resource_id: str, principal: Principal) -> None:
+    """A RAM user shares its account's resources, not the management view of its account's root."""
+    if not views_managed_accounts(principal):
+        resource = await actions.get(resource_id, actor_account_id=principal.account_id)
+        if resource.owner_account_id != principal.account_id:
+            raise TransferError(ErrorCode.RESOURCE_NOT_FOUND)
 
 
 @router.get("/v1/resources/{resource_id}/refund-quote", response_model=RefundQuoteOut)
 async def refund_quote(resource_id: ResourceIdPath, principal: PrincipalDep, actions: ActionsDep) -> Any:
     """Every charge of the resource with what it would refund its current owner now, and the total."""
+    await _owned_unless_root(actions, resource_id, principal)
     quote = await actions.refund_quote(resource_id, actor_account_id=principal.account_id, now=now())
     return RefundQuoteOut.of(resource_id, quote)
 
@@ -389,6 +402,7 @@ async def act(
     """Operates the resource. Refused with RESOURCE_LOCKED_FOR_TRANSFER while a transfer order holds it
     (start only once the order is confirmed; stop and detach stay allowed)."""
     arguments = _arguments(action, body)
+    await _owned_unless_root(actions, resource_id, principal)
     result = await _perform(actions, action, arguments, resource_id, principal.account_id, idempotency_key)
     return ActionOut.of(
         result.resource, action=action.value, charges=[ChargeOut.of(c) for c in result.charges]

@@ -278,3 +278,27 @@ async def test_the_organization_view_of_an_account_that_manages_nothing_is_empty
     response = await api.call("GET", "/v1/organization/transfers", await api.token(account))
     assert response.status_code == 200, response.text
     assert response.json() == {"items": [], "next_cursor": None}
+
+
+async def test_a_ram_user_of_the_management_account_has_no_organization_view(
+    api: Api, pending: Pending
+) -> None:
+    """SPEC: the MA *root* may view members' resources and orders; its RAM users are strangers there."""
+    management = await api.factory.account()
+    await api.store.create_organization(fresh_id("org"), management.id, [pending.source.id])
+    ram_token = await api.ram_token(management)
+    member_resource = await api.factory.resource(pending.source)
+
+    order = pending.order_id
+    assert_error(await api.call("GET", f"/v1/transfers/{order}", ram_token), 404, "ORDER_NOT_FOUND")
+    org_orders = await api.call("GET", "/v1/organization/transfers", ram_token)
+    assert org_orders.status_code == 200 and org_orders.json()["items"] == []
+    org_resources = await api.call("GET", "/v1/organization/resources", ram_token)
+    assert org_resources.status_code == 200 and org_resources.json()["items"] == []
+    resource_path = f"/v1/resources/{member_resource.id}"
+    assert_error(await api.call("GET", resource_path, ram_token), 404, "RESOURCE_NOT_FOUND")
+    quote = await api.call("GET", f"{resource_path}/refund-quote", ram_token)
+    assert_error(quote, 404, "RESOURCE_NOT_FOUND")
+    stop = await api.call("POST", f"{resource_path}/actions/stop", ram_token)
+    assert_error(stop, 404, "RESOURCE_NOT_FOUND")
+    await pending.unchanged(api, refused=[])

@@ -9,7 +9,7 @@ import pytest
 
 from domain.codes import ErrorCode
 from domain.models import AGREEMENT_VERSION, Order, OrderStatus, Principal, PrincipalKind, Product
-from domain.rules import order_failure, order_state_failure
+from domain.rules import order_failure, order_state_failure, views_managed_accounts
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -257,3 +257,10 @@ def test_all_seven_statuses_are_covered() -> None:
         "rejected",
         "expired",
     }
+
+
+def test_only_a_root_views_the_accounts_it_manages() -> None:
+    assert views_managed_accounts(Principal(kind=PrincipalKind.ROOT, account_id="ma"))
+    assert not views_managed_accounts(
+        Principal(kind=PrincipalKind.RAM_USER, account_id="ma", ram_user_id="ops")
+    )

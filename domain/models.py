@@ -20,11 +20,15 @@ AGREEMENT_VERSION = "2026-11"
 
 
 CENT = Decimal("0.01")
+# The ledger keeps 12 digits before the point (NUMERIC(14, 2)).
+MAX_MONEY = Decimal("999999999999.99")
 
 
 def _to_cents(value: Decimal) -> Decimal:
     if not value.is_finite() or value != value.quantize(CENT):
         raise ValueError("money has at most two decimal places")
+    if abs(value) > MAX_MONEY:
+        raise ValueError(f"money is at most {MAX_MONEY} in absolute value")
     return value.quantize(CENT)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import CursorResult, Executable, select, update
@@ -11,7 +12,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.models import Event, Order, OrderStatus, PriorDestination, Step
+from domain.codes import ErrorCode, TransferError
+from domain.models import MAX_MONEY, Event, Order, OrderStatus, PriorDestination, Step
 from store import convert
 from store.tables import AccountRow, Base, OrderEventRow, OrderRow, OrderStepRow, ResourceRow
 
@@ -132,3 +134,12 @@ async def move_owner(
         .values(owner_account_id=to_account_id),
     )
     return moved == 1
+
+
+def ledger_amount(amount: Decimal) -> Decimal:
+    """A computed charge the ledger can hold; a larger one is refused as bad input, not a crash."""
+    if abs(amount) > MAX_MONEY:
+        raise TransferError(
+            ErrorCode.VALIDATION_ERROR, f"the charge {amount} exceeds the ledger's limit of {MAX_MONEY}"
+        )
+    return amount

@@ -47,7 +47,7 @@ from domain.models import (
     Resource,
 )
 from store import convert
-from store.queries import get, must_get, rowcount
+from store.queries import get, ledger_amount, must_get, rowcount
 from store.repository import TransferStore
 from store.tables import (
     BillingHandoffRow,
@@ -519,7 +519,7 @@ async def _add_charge(
         resource_id=row.id,
         payer_account_id=row.owner_account_id,
         kind=kind.value,
-        amount=amount,
+        amount=ledger_amount(amount),
         period_start=period[0],
         period_end=period[1],
         created_at=at,

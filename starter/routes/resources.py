@@ -35,7 +35,7 @@ from domain.models import (
 )
 from domain.rules import resource_blockers, views_managed_accounts
 from starter.deps import PrincipalDep, ServiceDep, require_admin
-from starter.schemas import ERROR_RESPONSES
+from starter.schemas import ERROR_RESPONSES, NoNul
 from starter.service import blocker
 from store.cursor import decode_cursor, encode_cursor
 from store.repository import TransferStore
@@ -467,6 +467,10 @@ async def _perform(
 # -- provisioning (admin) -------------------------------------------------------------------------
 
 
+TagKey = Annotated[str, Field(max_length=128), NoNul]
+TagValue = Annotated[str, Field(max_length=256), NoNul]
+
+
 class NewResource(BaseModel):
     """Any attributes of SPEC §2. The owner is `owner_account_id` (or `owner`, SPEC §2's name)."""
 
@@ -477,7 +481,7 @@ class NewResource(BaseModel):
     billing: Billing
     owner_account_id: Id | None = None
     owner: Id | None = None
-    region: str = Field(default="cn-hangzhou", min_length=1, max_length=64)
+    region: Annotated[str, NoNul] = Field(default="cn-hangzhou", min_length=1, max_length=64)
     created_at: AwareDatetime | None = Field(default=None, description="Default: now")
     expires_at: AwareDatetime | None = Field(default=None, description="Subscription only, required there")
     auto_renew: bool = False
@@ -486,10 +490,8 @@ class NewResource(BaseModel):
     status: InstanceStatus | None = Field(default=None, description="ECS only; default running")
     attached_to: Id | None = Field(default=None, description="EIP only")
     bandwidth_mbps: int | None = Field(default=None, strict=True, ge=1, le=1000, description="EIP only")
-    resource_group: str | None = Field(default=None, min_length=1, max_length=128)
-    tags: dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=256)]] = Field(
-        default_factory=dict, max_length=50
-    )
+    resource_group: Annotated[str, NoNul] | None = Field(default=None, min_length=1, max_length=128)
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
 
     @model_validator(mode="after")
     def _consistent(self) -> NewResource:

@@ -489,3 +489,27 @@ async def ok_created(response: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def test_provisioning_refuses_what_the_ledger_or_the_database_cannot_hold(api: Api) -> None:
+    owner = await api.factory.account()
+    now = datetime.now(UTC)
+    # 999999999.99 a month for 200 years: the original charge is beyond NUMERIC(14, 2).
+    huge = {
+        "id": fresh_id("r"),
+        "product": "ecs",
+        "billing": "subscription",
+        "owner_account_id": owner.id,
+        "created_at": iso(now - timedelta(days=30)),
+        "expires_at": iso(now + timedelta(days=365 * 200)),
+        "monthly_price": "999999999.99",
+    }
+    response = await api.call("POST", "/v1/admin/resources", ADMIN_TOKEN, json=huge)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    for field, value in (("region", "cn\u0000x"), ("resource_group", "rg\u0000"), ("tags", {"k\u0000": "v"})):
+        body = {**huge, "id": fresh_id("r"), "monthly_price": "10.00", field: value}
+        body["expires_at"] = iso(now + timedelta(days=300))
+        response = await api.call("POST", "/v1/admin/resources", ADMIN_TOKEN, json=body)
+        assert response.status_code == 422, (field, response.text)
+        assert response.json()["error"]["code"] == "VALIDATION_ERROR"

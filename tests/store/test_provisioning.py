@@ -10,6 +10,7 @@ import pytest
 
 from domain.codes import ErrorCode, TransferError
 from domain.models import (
+    MAX_MONEY,
     Billing,
     ChargeKind,
     InstanceStatus,
@@ -250,3 +251,27 @@ async def test_money_is_never_rounded_silently(store: TransferStore) -> None:
             period_end=NOW,
             created_at=NOW,
         )
+
+
+async def test_a_charge_beyond_the_ledger_is_refused_and_writes_nothing(store: TransferStore) -> None:
+    """NUMERIC(14, 2) holds 12 digits before the point: a larger computed charge is bad input."""
+    await add_accounts(store, account("src"))
+    huge = resource(
+        "r-huge", "src", monthly_price=Decimal("999999999.99"), expires_at=NOW + timedelta(days=365 * 200)
+    )
+    with pytest.raises(TransferError) as refused:
+        await store.create_resource(huge, at=NOW)
+    assert refused.value.code is ErrorCode.VALIDATION_ERROR
+    assert await store.get_resource("r-huge") is None
+    await add_resources(store, resource("r-1", "src"))
+    with pytest.raises(TransferError) as too_much:
+        await store.add_charge(
+            resource_id="r-1",
+            payer_account_id="src",
+            kind=ChargeKind.RENEWAL,
+            amount=MAX_MONEY + Decimal("0.01"),
+            period_start=NOW,
+            period_end=NOW + timedelta(days=30),
+            created_at=NOW,
+        )
+    assert too_much.value.code is ErrorCode.VALIDATION_ERROR

@@ -145,6 +145,9 @@ class ResourceTransfer:
 
     @workflow.signal(name="confirm")
     async def confirm_signal(self, request: ConfirmRequest) -> None:
+        # A signal's claimed time of receipt is not trusted either: its code is checked at its arrival.
+        arrived = request.verification.model_copy(update={"received_at": workflow.now()})
+        request = request.model_copy(update={"verification": arrived})
         await self._signalled(
             Action.CONFIRM, request.principal, lambda: self._confirm(request), request.agreement_accepted
         )

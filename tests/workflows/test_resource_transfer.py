@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from domain.models import (
     StepName,
     StepStatus,
 )
+from domain.verification import code_at
 from starter.client import TransferClient
 from store.repository import TransferStore
 from tests.factory import (
@@ -43,7 +45,14 @@ from tests.factory import (
 )
 from worker import build_worker
 from workflows import search_attributes
-from workflows.messages import CancelRequest, ConfirmRequest, OrderState, RejectRequest, TransferResult
+from workflows.messages import (
+    CancelRequest,
+    ConfirmRequest,
+    OrderState,
+    RejectRequest,
+    TransferResult,
+    Verification,
+)
 from workflows.resource_transfer import ResourceTransfer
 
 
@@ -498,3 +507,25 @@ async def test_a_late_initiate_retry_does_not_reopen_a_closed_order(
     assert len(runs) == 1
     resource = await store.get_resource(state.resource_id)
     assert resource is not None and resource.locked_by_order_id is None
+
+
+async def test_a_confirm_signal_is_checked_at_its_arrival_not_at_the_time_it_claims(
+    transfers: TransferClient, factory: Factory, store: TransferStore
+) -> None:
+    """A code from ten minutes ago, claimed as received then, is refused: signals are not trusted."""
+    _, destination, state = await open_order(transfers, factory)
+    then = datetime.now(UTC) - timedelta(minutes=10)
+    stale = Verification(
+        verification_id=fresh_id("v"), code=code_at(destination.mfa_secret, then), received_at=then
+    )
+    await transfers.handle(state.order_id).signal(
+        ResourceTransfer.confirm_signal, confirm_request(destination, verification=stale)
+    )
+    order = await order_with_events(store, state.order_id, count=2)
+    refused = order.events[-1]
+    assert (refused.action, refused.outcome, refused.code) == (
+        Action.CONFIRM,
+        Outcome.REFUSED,
+        ErrorCode.VERIFICATION_FAILED,
+    )
+    assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING

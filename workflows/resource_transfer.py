@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -209,10 +209,13 @@ class ResourceTransfer:
 
     async def _hand_over(self) -> None:
         ownership_moved = False
+        # Billing cuts over when ownership moves, so that a charge the new owner pays in between (an
+        # auto-renewal) counts as the new owner's.
+        moved_at = workflow.now()
         try:
-            await self._run_step(TransferActivities.reassign_ownership, "reassign ownership")
+            await self._run_step(TransferActivities.reassign_ownership, "reassign ownership", at=moved_at)
             ownership_moved = True
-            await self._run_step(TransferActivities.hand_off_billing, "hand off billing")
+            await self._run_step(TransferActivities.hand_off_billing, "hand off billing", at=moved_at)
             await self._run_step(TransferActivities.apply_receiving_config, "apply receiving configuration")
         except ActivityError as error:
             failure = failure_of(error)
@@ -285,11 +288,15 @@ class ResourceTransfer:
         )
 
     async def _run_step(
-        self, step: Callable[[TransferActivities, OrderStepInput], Awaitable[None]], summary: str
+        self,
+        step: Callable[[TransferActivities, OrderStepInput], Awaitable[None]],
+        summary: str,
+        *,
+        at: datetime | None = None,
     ) -> None:
         await workflow.execute_activity_method(
             step,
-            OrderStepInput(order_id=self._state.order_id, at=workflow.now()),
+            OrderStepInput(order_id=self._state.order_id, at=at or workflow.now()),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY_POLICY,
             summary=summary,

@@ -529,3 +529,17 @@ async def test_a_confirm_signal_is_checked_at_its_arrival_not_at_the_time_it_cla
         ErrorCode.VERIFICATION_FAILED,
     )
     assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
+
+
+async def test_a_window_that_closed_while_the_order_opened_expires_it_at_once(
+    dev_env: WorkflowEnvironment, store: TransferStore, factory: Factory
+) -> None:
+    task_queue = fresh_id("tq")
+    async with build_worker(dev_env.client, store, task_queue):
+        transfers = TransferClient(
+            dev_env.client, task_queue=task_queue, confirm_window=timedelta(milliseconds=1)
+        )
+        _, _, state = await open_order(transfers, factory)
+        assert (await transfers.result(state.order_id)).status is OrderStatus.EXPIRED
+    resource = await store.get_resource(state.resource_id)
+    assert resource is not None and resource.locked_by_order_id is None

@@ -20,10 +20,11 @@ from activities.models import (
 )
 from activities.transfer_activities import TransferActivities
 from domain.codes import ErrorCode
-from domain.models import AGREEMENT_VERSION, Action, InstanceStatus, OrderStatus
+from domain.models import AGREEMENT_VERSION, Account, Action, InstanceStatus, OrderStatus
 from store.repository import TransferStore
 from tests.factory import Factory, fresh_id, root, verification
 from tests.store.builders import snapshot
+from workflows.messages import Verification
 
 
 async def twice(store: TransferStore, activity: Callable[[Any], Awaitable[Any]], input: Any) -> Any:
@@ -36,6 +37,26 @@ async def twice(store: TransferStore, activity: Callable[[Any], Awaitable[Any]],
     return first
 
 
+def open_input(
+    order_id: str,
+    resource_id: str,
+    source: Account,
+    destination: Account,
+    answer: Verification,
+    now: datetime,
+) -> OpenOrderInput:
+    return OpenOrderInput(
+        order_id=order_id,
+        resource_id=resource_id,
+        initiator=root(source),
+        destination_account_id=destination.id,
+        agreement_version=AGREEMENT_VERSION,
+        verification=answer,
+        created_at=now,
+        expires_at=now + timedelta(hours=24),
+    )
+
+
 async def test_every_activity_of_a_completed_transfer_twice(store: TransferStore, factory: Factory) -> None:
     activities = TransferActivities(store)
     source, destination = await factory.account(), await factory.account()
@@ -45,18 +66,7 @@ async def test_every_activity_of_a_completed_transfer_twice(store: TransferStore
     await twice(
         store,
         activities.open_order,
-        (
-            OpenOrderInput(
-                order_id=order_id,
-                resource_id=resource.id,
-                initiator=root(source),
-                destination_account_id=destination.id,
-                agreement_version=AGREEMENT_VERSION,
-                verification=verification(source),
-                created_at=now,
-                expires_at=now + timedelta(hours=24),
-            )
-        ),
+        open_input(order_id, resource.id, source, destination, verification(source), now),
     )
     await twice(
         store,
@@ -113,16 +123,7 @@ async def test_compensation_and_decisions_twice(store: TransferStore, factory: F
         order_id = fresh_id("to")
         await ActivityEnvironment().run(
             activities.open_order,
-            OpenOrderInput(
-                order_id=order_id,
-                resource_id=resource_id,
-                initiator=root(source),
-                destination_account_id=destination.id,
-                agreement_version=AGREEMENT_VERSION,
-                verification=answer,
-                created_at=now,
-                expires_at=now + timedelta(hours=24),
-            ),
+            open_input(order_id, resource_id, source, destination, answer, now),
         )
         return order_id
 
@@ -152,16 +153,7 @@ async def test_a_refusal_is_not_retried(store: TransferStore, factory: Factory) 
     order_id = fresh_id("to")
     await ActivityEnvironment().run(
         activities.open_order,
-        OpenOrderInput(
-            order_id=order_id,
-            resource_id=running.id,
-            initiator=root(source),
-            destination_account_id=destination.id,
-            agreement_version=AGREEMENT_VERSION,
-            verification=verification(source),
-            created_at=now,
-            expires_at=now + timedelta(hours=24),
-        ),
+        open_input(order_id, running.id, source, destination, verification(source), now),
     )
     with pytest.raises(ApplicationError) as refused:
         await ActivityEnvironment().run(

@@ -15,11 +15,11 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.worker import Worker
 
+from activities.order_transactions import OrderTransactions
 from activities.transfer_activities import TransferActivities
 from logs import configure_logging
 from settings import Settings, connect_temporal
-from store.db import create_engine
-from store.repository import TransferStore
+from store.db import Database
 from workflows import search_attributes
 from workflows.resource_transfer import ResourceTransfer
 
@@ -54,8 +54,8 @@ async def add_search_attributes(
     )
 
 
-def build_worker(client: Client, store: TransferStore, task_queue: str) -> Worker:
-    activities = TransferActivities(store)
+def build_worker(client: Client, db: Database, task_queue: str) -> Worker:
+    activities = TransferActivities(OrderTransactions(db))
     return Worker(
         client,
         task_queue=task_queue,
@@ -70,15 +70,15 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     added = await register_search_attributes(client, settings.namespace)
     if added:
         log.info("search attributes registered", names=added)
-    engine = create_engine(settings.effective_database_url)
+    db = Database.at(settings.effective_database_url)
     try:
-        worker = build_worker(client, TransferStore(engine), settings.task_queue)
+        worker = build_worker(client, db, settings.task_queue)
         async with worker:
             log.info("worker started", task_queue=settings.task_queue, namespace=settings.namespace)
             await stop.wait()
             log.info("worker stopping: finishing the tasks in hand")
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 def main() -> None:

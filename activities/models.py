@@ -6,7 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from domain.models import Failure, Id, OrderStatus, Principal, Product, ReceivingConfig
+from domain.codes import ErrorCode
+from domain.models import Action, Id, OrderStatus, Principal, Product, ReceivingConfig, Refusal
 from workflows.messages import Verification
 
 
@@ -44,14 +45,15 @@ class DecideInput(ActivityModel):
     status: OrderStatus
     actor_account_id: str | None
     at: datetime
+    reason: str | None = None  # a reject's
 
 
 class RecordRefusalInput(ActivityModel):
     event_id: str
     order_id: Id
-    action: str
+    action: Action
     actor_account_id: str
-    code: str
+    code: ErrorCode
     at: datetime
 
 
@@ -64,4 +66,4 @@ class FinishOrderInput(ActivityModel):
     order_id: Id
     status: OrderStatus
     at: datetime
-    failure: Failure | None = None
+    failure: Refusal | None = None

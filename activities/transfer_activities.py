@@ -1,20 +1,18 @@
-"""The activities of a ResourceTransfer: each a method of a class that owns the store.
+"""The activities of a ResourceTransfer: each a method of a class that owns the order's transactions.
 
-Every activity is idempotent by order id: the store's writes are conditional, so a retry (or a second
-run) changes nothing. A business refusal raises a non-retryable ApplicationError typed with the SPEC
-code; anything else (a database outage) is retried by Temporal with backoff.
+Every activity is idempotent by order id: the transactions' writes are conditional, so a retry (or a
+second run) changes nothing. A business refusal raises a non-retryable ApplicationError typed with the
+SPEC code (workflows.refusals); anything else (a database outage) is retried by Temporal with backoff.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.models import (
     AcceptConfirmationInput,
@@ -25,44 +23,29 @@ from activities.models import (
     OrderStepInput,
     RecordRefusalInput,
 )
-from domain.codes import TransferError
-from domain.models import Action, Event, Failure, OrderStatus, Outcome, StepName
-from store.repository import TransferStore
+from activities.order_transactions import OrderTransactions
+from domain.clock import now
+from domain.models import Action, Event, OrderStatus, Outcome, StepName
+from domain.refusals import TransferError
+from workflows.refusals import application_error
 
 log = structlog.get_logger(__name__)
 
 
-def refused(error: TransferError) -> ApplicationError:
-    """The ApplicationError that carries a business refusal to the workflow: never retried, and
-    benign, so the SDK logs it as an expected outcome rather than a failure with a traceback."""
-    return ApplicationError(
-        error.message,
-        {"code": error.code.value, "details": error.details},
-        type=error.code,
-        non_retryable=True,
-        category=ApplicationErrorCategory.BENIGN,
-    )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class TransferActivities:
-    def __init__(self, store: TransferStore) -> None:
-        self._store = store
+    def __init__(self, orders: OrderTransactions) -> None:
+        self._orders = orders
 
     @asynccontextmanager
     async def _step(self, order_id: str, name: StepName) -> AsyncIterator[None]:
         """Records one step of the order's detailed procedure around its work."""
-        await self._store.start_step(order_id, name, at=_now(), attempt=activity.info().attempt)
+        await self._orders.start_step(order_id, name, at=now(), attempt=activity.info().attempt)
         try:
             yield
         except TransferError as error:
-            failure = Failure(code=error.code, message=error.message)
-            await self._store.finish_step(order_id, name, at=_now(), error=failure)
+            await self._orders.finish_step(order_id, name, at=now(), error=error.refusal)
             raise
-        await self._store.finish_step(order_id, name, at=_now())
+        await self._orders.finish_step(order_id, name, at=now())
 
     def _log(self, order_id: str) -> structlog.stdlib.BoundLogger:
         info = activity.info()
@@ -77,24 +60,24 @@ class TransferActivities:
     @activity.defn
     async def open_order(self, input: OpenOrderInput) -> OpenOrderResult:
         """Initiate: the account rules, the source's risk verification, then the resource rules and lock."""
-        existing = await self._store.get_order(input.order_id)
+        existing = await self._orders.get_order(input.order_id)
         if existing is not None:
             return OpenOrderResult(product=existing.product)
         source_id = input.initiator.account_id
         try:
-            account_refusal = await self._store.account_failure(source_id, input.destination_account_id)
+            account_refusal = await self._orders.account_refusal(source_id, input.destination_account_id)
             if account_refusal is not None:
-                raise TransferError(*account_refusal)
-            verification_started = _now()
-            await self._store.verify_code(
+                raise TransferError.of(account_refusal)
+            verification_started = now()
+            await self._orders.verify_code(
                 verification_id=input.verification.verification_id,
                 account_id=source_id,
                 code=input.verification.code,
                 received_at=input.verification.received_at,
                 order_id=input.order_id,
             )
-            verified = _now()
-            order = await self._store.open_order(
+            verified = now()
+            order = await self._orders.open_order(
                 order_id=input.order_id,
                 resource_id=input.resource_id,
                 source_account_id=source_id,
@@ -106,15 +89,15 @@ class TransferActivities:
             )
         except TransferError as error:
             self._log(input.order_id).info("initiate refused", code=error.code)
-            raise refused(error) from error
+            raise application_error(error.refusal) from error
         # The order row exists only now: record the two steps that led to it.
         attempt = activity.info().attempt
-        await self._store.start_step(
+        await self._orders.start_step(
             input.order_id, StepName.SOURCE_VERIFICATION, at=verification_started, attempt=attempt
         )
-        await self._store.finish_step(input.order_id, StepName.SOURCE_VERIFICATION, at=verified)
-        await self._store.start_step(input.order_id, StepName.OPEN_ORDER, at=verified, attempt=attempt)
-        await self._store.finish_step(input.order_id, StepName.OPEN_ORDER, at=_now())
+        await self._orders.finish_step(input.order_id, StepName.SOURCE_VERIFICATION, at=verified)
+        await self._orders.start_step(input.order_id, StepName.OPEN_ORDER, at=verified, attempt=attempt)
+        await self._orders.finish_step(input.order_id, StepName.OPEN_ORDER, at=now())
         self._log(input.order_id).info("order opened", resource_id=input.resource_id)
         return OpenOrderResult(product=order.product)
 
@@ -124,12 +107,12 @@ class TransferActivities:
 
         A refusal records a refused event and leaves the order pending.
         """
-        order = await self._store.get_order(input.order_id)
+        order = await self._orders.get_order(input.order_id)
         if order is not None and order.status is OrderStatus.TRANSFERRING:
             return
         try:
             async with self._step(input.order_id, StepName.DESTINATION_VERIFICATION):
-                await self._store.verify_code(
+                await self._orders.verify_code(
                     verification_id=input.verification.verification_id,
                     account_id=input.principal.account_id,
                     code=input.verification.code,
@@ -137,10 +120,10 @@ class TransferActivities:
                     order_id=input.order_id,
                 )
             async with self._step(input.order_id, StepName.CONFIRMATION_CHECK):
-                refusal = await self._store.confirmation_failure(input.order_id, at=input.at)
+                refusal = await self._orders.confirmation_refusal(input.order_id, at=input.at)
                 if refusal is not None:
-                    raise TransferError(*refusal)
-            await self._store.decide(
+                    raise TransferError.of(refusal)
+            await self._orders.decide(
                 input.order_id,
                 status=OrderStatus.TRANSFERRING,
                 at=input.at,
@@ -148,7 +131,7 @@ class TransferActivities:
                 receiving_config=input.receiving_config,
             )
         except TransferError as error:
-            await self._store.record_event(
+            await self._orders.record_event(
                 event_id=input.event_id,
                 order_id=input.order_id,
                 event=Event(
@@ -160,30 +143,34 @@ class TransferActivities:
                 ),
             )
             self._log(input.order_id).info("confirmation refused", code=error.code)
-            raise refused(error) from error
+            raise application_error(error.refusal) from error
         self._log(input.order_id).info("confirmation accepted")
 
     @activity.defn
     async def decide(self, input: DecideInput) -> None:
         """Records the decision that ends a pending order: cancelled, rejected or expired (lock released)."""
         try:
-            await self._store.decide(
-                input.order_id, status=input.status, at=input.at, actor_account_id=input.actor_account_id
+            await self._orders.decide(
+                input.order_id,
+                status=input.status,
+                at=input.at,
+                actor_account_id=input.actor_account_id,
+                reason=input.reason,
             )
         except TransferError as error:
-            raise refused(error) from error
+            raise application_error(error.refusal) from error
         self._log(input.order_id).info("order decided", status=input.status)
 
     @activity.defn
     async def record_refusal(self, input: RecordRefusalInput) -> None:
         """Records an attempt the workflow refused (an invalid signal, a late cancel) as an order event."""
-        await self._store.record_event(
+        await self._orders.record_event(
             event_id=input.event_id,
             order_id=input.order_id,
             event=Event(
                 at=input.at,
                 actor_account_id=input.actor_account_id,
-                action=Action(input.action),
+                action=input.action,
                 outcome=Outcome.REFUSED,
                 code=input.code,
             ),
@@ -194,18 +181,18 @@ class TransferActivities:
             async with self._step(input.order_id, name):
                 match name:
                     case StepName.OWNERSHIP_REASSIGNMENT:
-                        await self._store.reassign_ownership(input.order_id)
+                        await self._orders.reassign_ownership(input.order_id)
                     case StepName.BILLING_HANDOFF:
-                        await self._store.hand_off_billing(input.order_id, cut_over_at=input.at)
+                        await self._orders.hand_off_billing(input.order_id, cut_over_at=input.at)
                     case StepName.RECEIVING_CONFIG:
-                        await self._store.apply_receiving_config(input.order_id)
+                        await self._orders.apply_receiving_config(input.order_id)
                     case StepName.BILLING_RESTORE:
-                        await self._store.restore_billing(input.order_id, at=input.at)
+                        await self._orders.restore_billing(input.order_id, at=input.at)
                     case StepName.OWNERSHIP_RESTORE:
-                        await self._store.restore_ownership(input.order_id)
+                        await self._orders.restore_ownership(input.order_id)
         except TransferError as error:
             self._log(input.order_id).warning("step refused", step=name, code=error.code)
-            raise refused(error) from error
+            raise application_error(error.refusal) from error
         self._log(input.order_id).info("step done", step=name)
 
     @activity.defn
@@ -232,7 +219,7 @@ class TransferActivities:
     @activity.defn
     async def finish_order(self, input: FinishOrderInput) -> None:
         """Completed or failed: the order's last write, which also releases the lock."""
-        await self._store.finish(input.order_id, status=input.status, at=input.at, failure=input.failure)
+        await self._orders.finish(input.order_id, status=input.status, at=input.at, failure=input.failure)
         self._log(input.order_id).info("order finished", status=input.status)
 
     def all(self) -> list[Callable[..., Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -132,13 +131,3 @@ def parse_code(value: str | None) -> ErrorCode | None:
 
 def default_message(code: ErrorCode) -> str:
     return _MESSAGES[code]
-
-
-class TransferError(Exception):
-    """A refused request: a stable code, a human message and structured details."""
-
-    def __init__(self, code: ErrorCode, message: str | None = None, details: dict[str, Any] | None = None):
-        self.code = code
-        self.message = message or default_message(code)
-        self.details = details or {}
-        super().__init__(f"{code}: {self.message}")

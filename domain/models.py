@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -63,6 +63,13 @@ class Network(StrEnum):
 class InstanceStatus(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
+
+
+class Role(StrEnum):
+    """The caller's part in an order: lists filter by it."""
+
+    SOURCE = "source"
+    DESTINATION = "destination"
 
 
 class PrincipalKind(StrEnum):
@@ -179,9 +186,16 @@ class Resource(Frozen):
     locked_by_order_id: Id | None = None
 
 
-class Failure(Frozen):
+class Refusal(Frozen):
+    """Why something was refused: a stable SPEC code, a message in words and structured details.
+
+    The one shape of a refusal from the domain to the HTTP envelope: an order's failure, a step's error,
+    a batch item's error, a dry run's blocker. Raised as domain.refusals.TransferError.
+    """
+
     code: ErrorCode
     message: str
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class Step(Frozen):
@@ -190,7 +204,7 @@ class Step(Frozen):
     started_at: datetime
     finished_at: datetime | None = None
     attempts: int = 1
-    error: Failure | None = None
+    error: Refusal | None = None
 
 
 class Event(Frozen):
@@ -198,7 +212,8 @@ class Event(Frozen):
     actor_account_id: str | None  # None for the system (expiry, hand-off)
     action: Action
     outcome: Outcome
-    code: str | None = None
+    code: ErrorCode | None = None
+    reason: str | None = None  # a reject's reason
 
 
 class ReceivingConfig(Frozen):
@@ -217,7 +232,7 @@ class Order(Frozen):
     expires_at: datetime
     confirmed_at: datetime | None = None
     completed_at: datetime | None = None
-    failure: Failure | None = None
+    failure: Refusal | None = None
     agreement_version: str
     steps: list[Step] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
@@ -241,3 +256,28 @@ class PriorDestination(Frozen):
     account_id: str
     kind: AccountKind
     entity_id: str | None
+
+
+class AccountPair(Frozen):
+    """The facts the request-level account rules of an initiate (and of a confirm) read."""
+
+    source: Account
+    destination: Account | None
+    # destinations of the source's other pending, transferring and completed orders
+    prior_destinations: list[PriorDestination]
+
+
+class ResourceAction(StrEnum):
+    """What an owner does to a resource (SPEC §5). Auto-renewal is the provider's, never locked."""
+
+    STOP = "stop"
+    START = "start"
+    ATTACH = "attach"
+    DETACH = "detach"
+    RENEW = "renew"
+    UPGRADE = "upgrade"
+    DOWNGRADE = "downgrade"
+    RELEASE = "release"
+    CHANGE_OS = "change_os"
+    CHANGE_BANDWIDTH = "change_bandwidth"
+    CONVERT_BILLING = "convert_billing"

@@ -1,4 +1,19 @@
-"""SPEC §3 as pure functions: each takes what it needs and returns SPEC codes, first failure first."""
+"""SPEC §3 as pure functions over facts: each returns the first failing rule in SPEC order (or all, for
+the dry run). Nothing here reads a database or a clock: callers gather the facts and pass `now`.
+
+Where each check runs, and why there:
+- `principal_failure`: the service (request level, before anything else) and the workflow (an initiate,
+  confirm, cancel or reject that reached Temporal without the service).
+- `account_failure`, `resource_blockers` / `first_blocker`: the service before Temporal is reached
+  (initiate answers request-level refusals as HTTP errors, the dry run lists every blocker), and the
+  `open_order` activity again under the source account's row lock, where the answer is binding.
+- `confirmation_refusal`: the `accept_confirmation` activity, under the resource's row lock, in the
+  transaction that makes the order transferring (so a start racing the confirm cannot slip in).
+- `order_failure`: the service from the read model (so a stranger learns nothing and a refusal is recorded
+  before Temporal), and the workflow's update validators and signal handlers from the run's own state.
+- `lock_refusal`, `resource_access_failure`: the resource service, under the resource's row lock.
+- `entity_account_limit_failure`, `identity_failure`: provisioning, under the entity's lock.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +24,8 @@ from domain.codes import ErrorCode, default_message
 from domain.models import (
     Account,
     AccountKind,
+    AccountPair,
+    Action,
     Billing,
     InstanceStatus,
     Network,
@@ -18,8 +35,11 @@ from domain.models import (
     PrincipalKind,
     PriorDestination,
     Product,
+    Refusal,
     Resource,
+    ResourceAction,
 )
+from domain.refusals import refusal
 
 MIN_RESOURCE_AGE = timedelta(days=5)
 MIN_REMAINING_TERM = timedelta(days=3)
@@ -126,6 +146,45 @@ def blocker_message(code: ErrorCode, resource: Resource | None) -> str:
     return default_message(code)
 
 
+def blockers(
+    resource: Resource | None, *, source_account_id: str, now: datetime, order_id: str | None = None
+) -> list[Refusal]:
+    """Every per-resource rule that fails, each with its message: the dry run's and a listing's blockers."""
+    codes = resource_blockers(resource, source_account_id=source_account_id, now=now, order_id=order_id)
+    return [refusal(code, blocker_message(code, resource)) for code in codes]
+
+
+def first_blocker(
+    resource: Resource | None, *, source_account_id: str, now: datetime, order_id: str | None = None
+) -> Refusal | None:
+    """The per-resource rule an initiate (or a confirm, with its own `order_id`) is refused by."""
+    found = blockers(resource, source_account_id=source_account_id, now=now, order_id=order_id)
+    return found[0] if found else None
+
+
+def pair_refusal(pair: AccountPair) -> Refusal | None:
+    """`account_failure` over the gathered facts, as a Refusal."""
+    code = account_failure(pair.source, pair.destination, pair.prior_destinations)
+    return refusal(code) if code else None
+
+
+def confirmation_refusal(
+    pair: AccountPair, resource: Resource | None, *, order_id: str, now: datetime
+) -> Refusal | None:
+    """At confirm: every rule of initiate again, then, last, INSTANCE_NOT_STOPPED.
+
+    `pair.prior_destinations` must leave the order itself out, and its own lock is no blocker.
+    """
+    found = pair_refusal(pair) or first_blocker(
+        resource, source_account_id=pair.source.id, now=now, order_id=order_id
+    )
+    if found is not None:
+        return found
+    assert resource is not None  # no blocker: the resource exists
+    stopped = stopped_state_failure(resource)
+    return refusal(stopped) if stopped else None
+
+
 def stopped_state_failure(resource: Resource) -> ErrorCode | None:
     """Checked last at confirm: the source stops a VPC ECS instance before the destination confirms."""
     if (
@@ -141,7 +200,7 @@ def order_failure(
     order: Order | None,
     principal: Principal,
     *,
-    action: str,
+    action: Action,
     now: datetime,
     manages_a_party: bool = False,
 ) -> ErrorCode | None:
@@ -155,7 +214,7 @@ def order_failure(
         return ErrorCode.ORDER_NOT_FOUND
     if principal.account_id not in parties:
         return ErrorCode.READ_ONLY_ACCESS
-    if action == "cancel":
+    if action is Action.CANCEL:
         if principal.account_id != order.source_account_id:
             return ErrorCode.NOT_SOURCE
     elif principal.account_id != order.destination_account_id:
@@ -169,6 +228,86 @@ def order_state_failure(status: OrderStatus, expires_at: datetime, *, now: datet
         return ErrorCode.ORDER_EXPIRED
     if status is not OrderStatus.PENDING:
         return ErrorCode.ORDER_NOT_PENDING
+    return None
+
+
+def order_refusal(
+    order: Order | None,
+    principal: Principal,
+    *,
+    action: Action,
+    now: datetime,
+    manages_a_party: bool = False,
+) -> Refusal | None:
+    """`order_failure` as a Refusal: ORDER_NOT_PENDING and ORDER_EXPIRED carry the order's status (one
+    past its window is expired even before the workflow records it)."""
+    code = order_failure(order, principal, action=action, now=now, manages_a_party=manages_a_party)
+    if code is None:
+        return None
+    if order is not None and code is ErrorCode.ORDER_NOT_PENDING:
+        return refusal(code, status=order.status.value)
+    if order is not None and code is ErrorCode.ORDER_EXPIRED:
+        return refusal(code, status=OrderStatus.EXPIRED.value)
+    return refusal(code)
+
+
+def order_visible(order: Order, principal: Principal, managed_account_ids: set[str]) -> bool:
+    """Its parties read an order, and the management account of a party (read-only)."""
+    parties = {order.source_account_id, order.destination_account_id}
+    return principal.account_id in parties or bool(parties & managed_account_ids)
+
+
+# --- resources: who may see and act, and the lock during a transfer -------------------------------------
+
+# SPEC §3 "Lock during transfer": refused while an order holds the resource (pending or transferring).
+LOCKED_ACTIONS = frozenset(
+    {
+        ResourceAction.UPGRADE,
+        ResourceAction.DOWNGRADE,
+        ResourceAction.RENEW,
+        ResourceAction.RELEASE,
+        ResourceAction.CHANGE_OS,
+        ResourceAction.CHANGE_BANDWIDTH,
+        ResourceAction.CONVERT_BILLING,
+        ResourceAction.ATTACH,
+    }
+)
+# Refused only once the order holding the resource is confirmed (transferring).
+LOCKED_ONCE_CONFIRMED = frozenset({ResourceAction.START})
+# Stop, detach and auto-renewal stay allowed.
+
+
+def lock_refusal(action: ResourceAction, locking_order: OrderStatus | None) -> ErrorCode | None:
+    """RESOURCE_LOCKED_FOR_TRANSFER when `action` may not run while the order holding the resource is in
+    `locking_order` status (None: no order holds it)."""
+    if locking_order is None or not locking_order.is_open:
+        return None
+    if action in LOCKED_ACTIONS or (
+        action in LOCKED_ONCE_CONFIRMED and locking_order is OrderStatus.TRANSFERRING
+    ):
+        return ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER
+    return None
+
+
+def resource_access_failure(
+    resource: Resource | None, principal: Principal, *, manages_owner: bool, acting: bool
+) -> ErrorCode | None:
+    """Its owner's principals read and operate a resource; the root of the management account of the
+    owner's organization reads it (READ_ONLY_ACCESS on every action); anyone else learns nothing.
+    A released resource is gone."""
+    if resource is None or resource.released:
+        return ErrorCode.RESOURCE_NOT_FOUND
+    if resource.owner_account_id == principal.account_id:
+        return None
+    if manages_owner and views_managed_accounts(principal):
+        return ErrorCode.READ_ONLY_ACCESS if acting else None
+    return ErrorCode.RESOURCE_NOT_FOUND
+
+
+def identity_failure(account: Account) -> str | None:
+    """SPEC §2: a verified account names its verified identity (entity_id and entity_name)."""
+    if account.verified and not (account.entity_id and account.entity_name):
+        return "a verified account needs entity_id and entity_name"
     return None
 
 

@@ -7,6 +7,10 @@ from datetime import datetime
 
 import pyotp
 
+from domain.codes import ErrorCode
+from domain.models import Account
+from domain.refusals import TransferError
+
 STEP_SECONDS = 30
 WINDOW_STEPS = 1
 
@@ -28,6 +32,19 @@ def matching_time_step(secret: str, code: str, at: datetime) -> int | None:
         if hmac.compare_digest(totp.at(step * STEP_SECONDS), code):
             return step
     return None
+
+
+def verified_step(account: Account, code: str, received_at: datetime) -> int:
+    """The time step `code` proves for `account` at `received_at`; the caller records it as used.
+
+    Refused: ACCOUNT_FROZEN (a frozen account takes part in nothing), VERIFICATION_FAILED.
+    """
+    if account.frozen:
+        raise TransferError(ErrorCode.ACCOUNT_FROZEN)
+    step = matching_time_step(account.mfa_secret, code, received_at)
+    if step is None:
+        raise TransferError(ErrorCode.VERIFICATION_FAILED)
+    return step
 
 
 def code_at(secret: str, at: datetime) -> str:

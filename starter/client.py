@@ -23,11 +23,12 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.codes import ErrorCode, TransferError, parse_code
+from domain.codes import ErrorCode
 from domain.models import AGREEMENT_VERSION, OrderStatus, Principal
+from domain.refusals import TransferError
 from workflows import search_attributes
 from workflows.messages import (
     DEFAULT_CONFIRM_WINDOW,
@@ -40,20 +41,12 @@ from workflows.messages import (
     TransferResult,
     Verification,
 )
+from workflows.refusals import from_update
 from workflows.resource_transfer import ResourceTransfer
 
 
 def new_order_id() -> str:
     return f"to-{uuid4().hex}"
-
-
-def refusal_from(error: WorkflowUpdateFailedError) -> TransferError:
-    """The SPEC refusal an update failed with."""
-    cause = error.cause
-    if not isinstance(cause, ApplicationError) or (code := parse_code(cause.type)) is None:
-        raise error
-    payload: dict[str, Any] = cause.details[0] if cause.details else {}
-    return TransferError(code, cause.message, payload.get("details") or {})
 
 
 class TransferClient:
@@ -116,7 +109,7 @@ class TransferClient:
             )
             return opened
         except WorkflowUpdateFailedError as error:
-            raise refusal_from(error) from None
+            raise TransferError.of(from_update(error)) from None
         except WorkflowAlreadyStartedError:
             # The start operation keeps the same error; take it, or asyncio reports it unretrieved.
             with suppress(WorkflowAlreadyStartedError):
@@ -124,7 +117,7 @@ class TransferClient:
             # The order's run has closed: answer how it ended, or the rule that refused it.
             closed = await self.state(order_id)
             if closed.refusal is not None:
-                raise TransferError(closed.refusal.code, closed.refusal.message) from None
+                raise TransferError.of(closed.refusal) from None
             return closed
 
     async def confirm(self, order_id: str, request: ConfirmRequest) -> OrderState:
@@ -158,7 +151,7 @@ class TransferClient:
             state: OrderState = await self.handle(order_id).execute_update(update, request)
             return state
         except WorkflowUpdateFailedError as error:
-            raise refusal_from(error) from None
+            raise TransferError.of(from_update(error)) from None
         except RPCError as error:
             if error.status is not RPCStatusCode.NOT_FOUND:
                 raise

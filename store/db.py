@@ -1,7 +1,10 @@
-"""Engines for SQLite and PostgreSQL, and the programmatic Alembic upgrade."""
+"""Engines for SQLite and PostgreSQL, the unit of work every caller of the stores opens, and the
+programmatic Alembic upgrade."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -63,6 +66,44 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(connection: Connection) -> None:
         read_only = connection.get_execution_options().get(READ_ONLY, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+class Database:
+    """The unit of work: one transaction per `write()` or `read()` block, opened by the caller (a service
+    or an activity), never by the stores that run inside it (SQLAlchemy's documented session lifecycle).
+
+    Concurrency: on SQLite every write transaction begins IMMEDIATE, so writers serialize. On PostgreSQL
+    (READ COMMITTED) the stores' row locks (`lock=True`), conditional UPDATEs, INSERT ... ON CONFLICT DO
+    NOTHING and an advisory lock per entity keep the rules true under concurrency.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def at(cls, url: str) -> Database:
+        return cls(create_engine(url))
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that commits when the block ends and rolls back when it raises."""
+        async with self._sessions.begin() as session:
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction: on SQLite a plain BEGIN that never waits for writers."""
+        async with self._sessions() as session:
+            await session.connection(execution_options={READ_ONLY: True})
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -1,4 +1,4 @@
-"""The ORM tables. Enums are stored as their string values; domain models validate them on the way out.
+"""The ORM tables. Enums are non-native (VARCHAR holding the enum's value), read back as the enum.
 
 Ids are strings of up to 64 characters (SPEC §2). order_steps, order_events and verifications carry
 an order_id without a foreign key: the source's verification and the open_order step happen before
@@ -25,7 +25,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from store.types import Money, UTCDateTime
+from domain.codes import ErrorCode
+from domain.models import (
+    AccountKind,
+    Action,
+    Billing,
+    ChargeKind,
+    InstanceStatus,
+    Network,
+    OrderStatus,
+    Outcome,
+    PrincipalKind,
+    Product,
+    StepName,
+    StepStatus,
+)
+from store.types import Money, UTCDateTime, enum_of
 
 ID = 64
 
@@ -51,7 +66,7 @@ class AccountRow(Base):
 
     id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[AccountKind] = mapped_column(enum_of(AccountKind, 16))
     verified: Mapped[bool] = mapped_column(Boolean)
     entity_id: Mapped[str | None] = mapped_column(String(128), index=True)
     entity_name: Mapped[str | None] = mapped_column(String(256))
@@ -67,7 +82,7 @@ class CredentialRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[PrincipalKind] = mapped_column(enum_of(PrincipalKind, 16))
     ram_user_id: Mapped[str | None] = mapped_column(String(ID), unique=True)
     name: Mapped[str | None] = mapped_column(String(128))
     # Only the SHA-256 of a token is kept: a leaked table grants no access.
@@ -93,16 +108,16 @@ class ResourceRow(Base):
     __tablename__ = "resources"
 
     id: Mapped[str] = mapped_column(String(ID), primary_key=True)
-    product: Mapped[str] = mapped_column(String(16))
-    billing: Mapped[str] = mapped_column(String(16))
+    product: Mapped[Product] = mapped_column(enum_of(Product, 16))
+    billing: Mapped[Billing] = mapped_column(enum_of(Billing, 16))
     owner_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     region: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     auto_renew: Mapped[bool] = mapped_column(Boolean)
     monthly_price: Mapped[Decimal] = mapped_column(Money)
-    network: Mapped[str | None] = mapped_column(String(16))
-    status: Mapped[str | None] = mapped_column(String(16))
+    network: Mapped[Network | None] = mapped_column(enum_of(Network, 16))
+    status: Mapped[InstanceStatus | None] = mapped_column(enum_of(InstanceStatus, 16))
     attached_to: Mapped[str | None] = mapped_column(String(ID))
     bandwidth_mbps: Mapped[int | None] = mapped_column(Integer)
     resource_group: Mapped[str | None] = mapped_column(String(128))
@@ -131,15 +146,15 @@ class OrderRow(Base):
 
     order_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     resource_id: Mapped[str] = mapped_column(ForeignKey("resources.id"), index=True)
-    product: Mapped[str] = mapped_column(String(16))
+    product: Mapped[Product] = mapped_column(enum_of(Product, 16))
     source_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     destination_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[OrderStatus] = mapped_column(enum_of(OrderStatus, 16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    failure_code: Mapped[str | None] = mapped_column(String(64))
+    failure_code: Mapped[ErrorCode | None] = mapped_column(enum_of(ErrorCode, 64))
     failure_message: Mapped[str | None] = mapped_column(String(1024))
     agreement_version: Mapped[str] = mapped_column(String(32))
     receiving_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -149,12 +164,12 @@ class OrderStepRow(Base):
     __tablename__ = "order_steps"
 
     order_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))
+    name: Mapped[StepName] = mapped_column(enum_of(StepName, 64), primary_key=True)
+    status: Mapped[StepStatus] = mapped_column(enum_of(StepStatus, 16))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer)
-    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[ErrorCode | None] = mapped_column(enum_of(ErrorCode, 64))
     error_message: Mapped[str | None] = mapped_column(String(1024))
 
 
@@ -167,9 +182,10 @@ class OrderEventRow(Base):
     order_id: Mapped[str] = mapped_column(String(ID), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor_account_id: Mapped[str | None] = mapped_column(String(ID))
-    action: Mapped[str] = mapped_column(String(16))
-    outcome: Mapped[str] = mapped_column(String(16))
-    code: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[Action] = mapped_column(enum_of(Action, 16))
+    outcome: Mapped[Outcome] = mapped_column(enum_of(Outcome, 16))
+    code: Mapped[ErrorCode | None] = mapped_column(enum_of(ErrorCode, 64))
+    reason: Mapped[str | None] = mapped_column(String(512))
 
 
 class ChargeRow(Base):
@@ -178,7 +194,7 @@ class ChargeRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     resource_id: Mapped[str] = mapped_column(ForeignKey("resources.id"), index=True)
     payer_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[ChargeKind] = mapped_column(enum_of(ChargeKind, 16))
     amount: Mapped[Decimal] = mapped_column(Money)
     period_start: Mapped[datetime] = mapped_column(UTCDateTime)
     period_end: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,12 +1,13 @@
-"""Column types that behave the same on SQLite and PostgreSQL: aware UTC datetimes and money."""
+"""Column types that behave the same on SQLite and PostgreSQL: aware UTC datetimes, money, enums."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Numeric
+from sqlalchemy import DateTime, Dialect, Enum, Numeric
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from domain.models import CENT
@@ -59,3 +60,16 @@ class Money(TypeDecorator[Decimal]):
             return None
         # str() first: Decimal(float) would carry the binary expansion (12.1 -> 12.0999...).
         return Decimal(str(value)).quantize(CENT)
+
+
+def enum_of(enum: type[StrEnum], length: int) -> Enum:
+    """A VARCHAR(length) holding the enum's values (not its names), read back as the enum; no native
+    ENUM type and no CHECK constraint, so adding a member needs no migration."""
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )

@@ -9,10 +9,10 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from starter.binaries import temporal_cli
-from store.db import create_engine, migrate
-from store.repository import TransferStore
+from starter.devstack.binaries import temporal_cli
+from store.db import Database, create_engine, migrate
 from tests.factory import Factory
+from tests.stores import Stores
 from workflows import search_attributes
 
 
@@ -29,15 +29,15 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TransferStore]:
+async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stores]:
     """A migrated SQLite store shared by the session: tests make their own accounts and resources."""
     url = f"sqlite+aiosqlite:///{Path(tmp_path_factory.mktemp('db')) / 'transfer.db'}"
     await migrate(url)
     engine = create_engine(url)
-    yield TransferStore(engine)
+    yield Stores(Database(engine))
     await engine.dispose()
 
 
 @pytest.fixture
-def factory(store: TransferStore) -> Factory:
+def factory(store: Stores) -> Factory:
     return Factory(store)

@@ -25,7 +25,7 @@ from domain.models import (
     Resource,
 )
 from domain.verification import code_at, new_secret
-from store.repository import TransferStore
+from tests.stores import Stores
 from workflows.messages import Verification
 
 
@@ -35,7 +35,7 @@ def fresh_id(prefix: str) -> str:
 
 @dataclass
 class Factory:
-    store: TransferStore
+    store: Stores
 
     async def account(self, **fields: Any) -> Account:
         """A verified individual account with its own entity unless told otherwise."""
@@ -92,10 +92,10 @@ def wrong_verification(account: Account) -> Verification:
     return Verification(verification_id=uuid4().hex, code=wrong, received_at=at)
 
 
-def freezing_destination_activities(store: TransferStore) -> list[Callable[..., Any]]:
+def freezing_destination_activities(store: Stores) -> list[Callable[..., Any]]:
     """The real activities, except that ownership reassignment also freezes the destination account,
     so that the billing hand-off after it is refused: a failure after ownership moved."""
-    real = TransferActivities(store)
+    real = TransferActivities(store.orders)
 
     @activity.defn(name="reassign_ownership")
     async def reassign_then_freeze(input: OrderStepInput) -> None:

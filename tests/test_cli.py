@@ -16,12 +16,13 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
-from domain.models import Account, OrderStatus, PrincipalKind
+from domain.models import Account, OrderStatus, PrincipalKind, Role
 from domain.verification import STEP_SECONDS, code_at
-from starter.cli import app, parse_window
-from store.db import create_engine, migrate, sqlite_url
-from store.repository import TransferStore
+from starter.cli import app
+from starter.cli.commands import parse_window
+from store.db import Database, create_engine, migrate, sqlite_url
 from tests.factory import Factory, fresh_id
+from tests.stores import Stores
 from worker import build_worker
 
 COMMANDS = (
@@ -167,7 +168,7 @@ def test_code_prints_the_current_code_and_skips_a_used_step(tmp_path: Path) -> N
         await migrate(url)
         engine = create_engine(url)
         try:
-            return await Factory(TransferStore(engine)).account(id="carol")
+            return await Factory(Stores(Database(engine))).account(id="carol")
         finally:
             await engine.dispose()
 
@@ -183,7 +184,7 @@ def test_code_prints_the_current_code_and_skips_a_used_step(tmp_path: Path) -> N
     async def use(code: str) -> None:
         engine = create_engine(url)
         try:
-            await TransferStore(engine).verify_code(
+            await Stores(Database(engine)).verify_code(
                 verification_id=token_urlsafe(8), account_id="carol", code=code, received_at=datetime.now(UTC)
             )
         finally:
@@ -207,7 +208,7 @@ def test_code_prints_the_current_code_and_skips_a_used_step(tmp_path: Path) -> N
 @dataclass
 class Operator:
     env: dict[str, str]
-    store: TransferStore
+    store: Stores
     factory: Factory
 
     async def token(self, account: Account) -> str:
@@ -233,7 +234,7 @@ async def operator(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterato
     url = sqlite_url(tmp_path / "transfer.db")
     await migrate(url)
     engine = create_engine(url)
-    store = TransferStore(engine)
+    store = Stores(Database(engine))
     task_queue = fresh_id("tq")
     env = {
         "TRANSFER_DATABASE_URL": url,
@@ -241,7 +242,7 @@ async def operator(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterato
         "TRANSFER_TASK_QUEUE": task_queue,
     }
     try:
-        async with build_worker(dev_env.client, store, task_queue):
+        async with build_worker(dev_env.client, store.db, task_queue):
             yield Operator(env=env, store=store, factory=Factory(store))
     finally:
         await engine.dispose()
@@ -266,7 +267,7 @@ async def test_initiate_confirm_show_list_through_the_cli(operator: Operator) ->
     assert "pending" in opened.output
     assert_clean(opened)
     orders, _ = await operator.store.list_orders(
-        account_ids={alice.id}, role="source", status=None, limit=10, cursor=None
+        account_ids={alice.id}, role=Role.SOURCE, status=None, limit=10, cursor=None
     )
     assert [o.resource_id for o in orders] == [ecs.id]
     order_id = orders[0].order_id
@@ -333,7 +334,7 @@ async def test_reject_and_cancel_batches(operator: Operator) -> None:
     )
     assert opened.exit_code == 0, opened.output
     orders, _ = await operator.store.list_orders(
-        account_ids={alice.id}, role="source", status=None, limit=10, cursor=None
+        account_ids={alice.id}, role=Role.SOURCE, status=None, limit=10, cursor=None
     )
     ids = sorted(o.order_id for o in orders)
     assert len(ids) == 3

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.models import Failure, Id, OrderStatus, Principal, Product, ReceivingConfig
+from domain.models import Id, OrderStatus, Principal, Product, ReceivingConfig, Refusal
 
 WORKFLOW_TYPE = "ResourceTransfer"
 DEFAULT_TASK_QUEUE = "resource-transfer"
@@ -47,9 +47,11 @@ class TransferInput(Message):
 
 
 class ConfirmRequest(Message):
+    # Histories recorded before 2026-12 carry an unused `agreement_version`: ignored, so they replay.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
     principal: Principal
     agreement_accepted: bool
-    agreement_version: str
     verification: Verification
     receiving_config: ReceivingConfig | None = None
 
@@ -79,12 +81,12 @@ class OrderState(Message):
     expires_at: datetime
     confirmed_at: datetime | None = None
     completed_at: datetime | None = None
-    failure: Failure | None = None
-    refusal: Failure | None = None
+    failure: Refusal | None = None
+    refusal: Refusal | None = None
 
 
 class TransferResult(Message):
     order_id: str
     status: OrderStatus | None
-    failure: Failure | None = None
-    refusal: Failure | None = None
+    failure: Refusal | None = None
+    refusal: Refusal | None = None

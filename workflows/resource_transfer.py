@@ -27,9 +27,10 @@ with workflow.unsafe.imports_passed_through():
         RecordRefusalInput,
     )
     from activities.transfer_activities import TransferActivities
-    from domain.codes import ErrorCode, default_message, parse_code
-    from domain.models import Action, Failure, Order, OrderStatus, Principal
-    from domain.rules import order_failure, principal_failure
+    from domain.codes import ErrorCode
+    from domain.models import Action, Order, OrderStatus, Principal, Refusal
+    from domain.refusals import refusal
+    from domain.rules import order_refusal, principal_failure
     from workflows import search_attributes
     from workflows.messages import (
         WORKFLOW_TYPE,
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         TransferInput,
         TransferResult,
     )
+    from workflows.refusals import application_error, from_activity
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # Infrastructure failures (a database outage) retry until they succeed: they delay an order, never
@@ -47,24 +49,6 @@ ACTIVITY_TIMEOUT = timedelta(seconds=30)
 RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=1)
 )
-
-
-def failure_of(error: ActivityError) -> Failure:
-    """The business refusal an activity raised; anything else is not ours to turn into an order status."""
-    cause = error.cause
-    if not isinstance(cause, ApplicationError) or (code := parse_code(cause.type)) is None:
-        raise error
-    return Failure(code=code, message=cause.message)
-
-
-def refusal_error(failure: Failure, details: dict[str, Any] | None = None) -> ApplicationError:
-    """What an update's caller receives for a refusal: the SPEC code as the error type."""
-    return ApplicationError(
-        failure.message,
-        {"code": failure.code.value, "details": details or {}},
-        type=failure.code,
-        non_retryable=True,
-    )
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -110,7 +94,7 @@ class ResourceTransfer:
             lambda: self._state.status is not None or self._state.refusal is not None
         )
         if self._state.refusal is not None:
-            raise refusal_error(self._state.refusal)
+            raise application_error(self._state.refusal)
         return self._state
 
     @workflow.update(name="confirm")
@@ -134,7 +118,7 @@ class ResourceTransfer:
 
     @workflow.update(name="reject")
     async def reject(self, request: RejectRequest) -> OrderState:
-        await self._end(Action.REJECT, request.principal)
+        await self._end(Action.REJECT, request.principal, request.reason)
         return self._state
 
     @reject.validator
@@ -161,7 +145,9 @@ class ResourceTransfer:
     @workflow.signal(name="reject")
     async def reject_signal(self, request: RejectRequest) -> None:
         await self._signalled(
-            Action.REJECT, request.principal, lambda: self._end(Action.REJECT, request.principal)
+            Action.REJECT,
+            request.principal,
+            lambda: self._end(Action.REJECT, request.principal, request.reason),
         )
 
     # --- phases -------------------------------------------------------------------------------------
@@ -169,7 +155,7 @@ class ResourceTransfer:
     async def _open(self) -> bool:
         code = principal_failure(self._input.initiator)
         if code is not None:
-            self._refuse(Failure(code=code, message=default_message(code)))
+            self._refuse(refusal(code))
             return False
         try:
             opened = await workflow.execute_activity_method(
@@ -189,7 +175,7 @@ class ResourceTransfer:
                 summary="open order: rules, source verification, lock",
             )
         except ActivityError as error:
-            self._refuse(failure_of(error))
+            self._refuse(from_activity(error))
             return False
         self._update(status=OrderStatus.PENDING, product=opened.product)
         return True
@@ -218,7 +204,7 @@ class ResourceTransfer:
             await self._run_step(TransferActivities.hand_off_billing, "hand off billing", at=moved_at)
             await self._run_step(TransferActivities.apply_receiving_config, "apply receiving configuration")
         except ActivityError as error:
-            failure = failure_of(error)
+            failure = from_activity(error)
             workflow.logger.warning("hand-off failed: %s", failure.code)
             if ownership_moved:
                 await self._run_step(TransferActivities.restore_billing, "compensate: restore billing")
@@ -250,16 +236,18 @@ class ResourceTransfer:
                 )
             except ActivityError as error:
                 # Refused for a verification or resource-state reason: the order stays pending.
-                raise refusal_error(failure_of(error)) from None
+                raise application_error(from_activity(error)) from None
             self._update(status=OrderStatus.TRANSFERRING, confirmed_at=at)
 
-    async def _end(self, action: Action, principal: Principal) -> None:
+    async def _end(self, action: Action, principal: Principal, reason: str | None = None) -> None:
         async with self._decision_lock:
             await self._refuse_if_decided(action, principal)
             status = OrderStatus.CANCELLED if action is Action.CANCEL else OrderStatus.REJECTED
-            await self._decide(status, actor_account_id=principal.account_id)
+            await self._decide(status, actor_account_id=principal.account_id, reason=reason)
 
-    async def _decide(self, status: OrderStatus, *, actor_account_id: str | None) -> None:
+    async def _decide(
+        self, status: OrderStatus, *, actor_account_id: str | None, reason: str | None = None
+    ) -> None:
         await workflow.execute_activity_method(
             TransferActivities.decide,
             DecideInput(
@@ -267,6 +255,7 @@ class ResourceTransfer:
                 status=status,
                 actor_account_id=actor_account_id,
                 at=workflow.now(),
+                reason=reason,
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY_POLICY,
@@ -274,7 +263,7 @@ class ResourceTransfer:
         )
         self._update(status=status)
 
-    async def _finish(self, status: OrderStatus, failure: Failure | None) -> None:
+    async def _finish(self, status: OrderStatus, failure: Refusal | None) -> None:
         at = workflow.now()
         await workflow.execute_activity_method(
             TransferActivities.finish_order,
@@ -306,35 +295,28 @@ class ResourceTransfer:
 
     def _refusal(
         self, action: Action, principal: Principal, agreement_accepted: bool = True
-    ) -> tuple[Failure, dict[str, Any]] | None:
-        """The first rule that refuses this request now, in SPEC §5's order, with its details."""
+    ) -> Refusal | None:
+        """The first rule that refuses this request now, in SPEC §5's order."""
         code = principal_failure(principal)
         if code is None and not agreement_accepted:
             code = ErrorCode.AGREEMENT_NOT_ACCEPTED
         if code is None and self._state.status is None:
             code = ErrorCode.ORDER_NOT_FOUND  # not open (yet, or ever)
-        if code is None:
-            code = order_failure(self._order(), principal, action=action.value, now=workflow.now())
-        if code is None:
-            return None
-        details = (
-            {"status": self._state.status.value}
-            if code is ErrorCode.ORDER_NOT_PENDING and self._state.status
-            else {}
-        )
-        return Failure(code=code, message=default_message(code)), details
+        if code is not None:
+            return refusal(code)
+        return order_refusal(self._order(), principal, action=action, now=workflow.now())
 
     def _raise_refusal(self, action: Action, principal: Principal, agreement_accepted: bool = True) -> None:
-        refusal = self._refusal(action, principal, agreement_accepted)
-        if refusal is not None:
-            raise refusal_error(*refusal)
+        found = self._refusal(action, principal, agreement_accepted)
+        if found is not None:
+            raise application_error(found)
 
     async def _refuse_if_decided(self, action: Action, principal: Principal) -> None:
         """Past the validator: another decision may have won while this one waited for the lock."""
-        refusal = self._refusal(action, principal)
-        if refusal is not None:
-            await self._record_refusal(action, principal, refusal[0])
-            raise refusal_error(*refusal)
+        found = self._refusal(action, principal)
+        if found is not None:
+            await self._record_refusal(action, principal, found)
+            raise application_error(found)
 
     async def _signalled(
         self,
@@ -343,33 +325,33 @@ class ResourceTransfer:
         handle: Callable[[], Awaitable[None]],
         agreement_accepted: bool = True,
     ) -> None:
-        refusal = self._refusal(action, principal, agreement_accepted)
-        if refusal is not None:
-            await self._record_refusal(action, principal, refusal[0])
+        found = self._refusal(action, principal, agreement_accepted)
+        if found is not None:
+            await self._record_refusal(action, principal, found)
             return
         try:
             await handle()
         except ApplicationError as error:
             # Already recorded where it was refused; a signal has nobody to answer.
-            workflow.logger.info("signal %s refused: %s", action.value, error.type)
+            workflow.logger.info("signal %s refused: %s", action, error.type)
 
-    async def _record_refusal(self, action: Action, principal: Principal, failure: Failure) -> None:
+    async def _record_refusal(self, action: Action, principal: Principal, failure: Refusal) -> None:
         if self._state.status is None:
-            workflow.logger.info("%s refused before the order opened: %s", action.value, failure.code)
+            workflow.logger.info("%s refused before the order opened: %s", action, failure.code)
             return
         await workflow.execute_activity_method(
             TransferActivities.record_refusal,
             RecordRefusalInput(
                 event_id=str(workflow.uuid4()),
                 order_id=self._state.order_id,
-                action=action.value,
+                action=action,
                 actor_account_id=principal.account_id,
-                code=failure.code.value,
+                code=failure.code,
                 at=workflow.now(),
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY_POLICY,
-            summary=f"record refused {action.value}",
+            summary=f"record refused {action}",
         )
 
     # --- state --------------------------------------------------------------------------------------
@@ -389,7 +371,7 @@ class ResourceTransfer:
             agreement_version=self._input.agreement_version,
         )
 
-    def _refuse(self, failure: Failure) -> None:
+    def _refuse(self, failure: Refusal) -> None:
         self._state = self._state.model_copy(update={"refusal": failure})
         workflow.upsert_search_attributes(
             [search_attributes.TRANSFER_STATUS.value_set(search_attributes.REFUSED)]

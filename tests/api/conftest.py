@@ -16,11 +16,10 @@ from temporalio.worker import Worker
 
 from domain.models import Account, PrincipalKind
 from settings import Settings
-from starter.api import create_app
+from starter.api.app import build_services, create_app
 from starter.client import TransferClient
-from starter.service import TransferService
-from store.repository import TransferStore
 from tests.factory import Factory, fresh_id
+from tests.stores import Stores
 from worker import build_worker
 from workflows.resource_transfer import ResourceTransfer
 
@@ -31,7 +30,7 @@ ADMIN_TOKEN = "admin-" + token_urlsafe(16)
 class Api:
     http: httpx.AsyncClient
     factory: Factory
-    store: TransferStore
+    store: Stores
 
     async def token(self, account: Account) -> str:
         """A root token for `account`."""
@@ -61,15 +60,14 @@ class Api:
 
 @asynccontextmanager
 async def running_api(
-    env: WorkflowEnvironment, store: TransferStore, activities: Sequence[Callable[..., Any]] | None = None
+    env: WorkflowEnvironment, store: Stores, activities: Sequence[Callable[..., Any]] | None = None
 ) -> AsyncIterator[Api]:
     """The app in process with its own task queue and a worker: the real activities, or `activities`."""
     task_queue = fresh_id("tq")
     settings = Settings(admin_token=SecretStr(ADMIN_TOKEN), task_queue=task_queue)
-    service = TransferService(TransferClient(env.client, task_queue=task_queue), store)
-    app = create_app(settings, service)
+    app = create_app(settings, build_services(TransferClient(env.client, task_queue=task_queue), store.db))
     worker = (
-        build_worker(env.client, store, task_queue)
+        build_worker(env.client, store.db, task_queue)
         if activities is None
         else Worker(env.client, task_queue=task_queue, workflows=[ResourceTransfer], activities=activities)
     )
@@ -80,6 +78,6 @@ async def running_api(
 
 
 @pytest.fixture
-async def api(dev_env: WorkflowEnvironment, store: TransferStore) -> AsyncIterator[Api]:
+async def api(dev_env: WorkflowEnvironment, store: Stores) -> AsyncIterator[Api]:
     async with running_api(dev_env, store) as running:
         yield running

@@ -23,7 +23,7 @@ from schemathesis.core.result import Ok
 
 from domain.codes import ErrorCode
 from settings import Settings
-from starter.api import create_app
+from starter.api.app import create_app
 from tests.api.conftest import ADMIN_TOKEN, Api
 from tests.api.transfer_helpers import open_order
 

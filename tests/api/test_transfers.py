@@ -10,7 +10,6 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from domain.models import Billing, InstanceStatus, Network, Product
-from store.repository import TransferStore
 from tests.api.conftest import Api, running_api
 from tests.api.transfer_helpers import (
     assert_error,
@@ -25,6 +24,7 @@ from tests.api.transfer_helpers import (
     wrong_code,
 )
 from tests.factory import freezing_destination_activities, fresh_id
+from tests.stores import Stores
 
 UTC_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")
 
@@ -119,7 +119,7 @@ async def test_a_transfer_goes_through_the_api_to_completion(api: Api, kind: str
         ("complete", "accepted", None, None),
     ]
     for event in done["events"]:
-        assert set(event) == {"at", "actor_account_id", "action", "outcome", "code"}
+        assert set(event) == {"at", "actor_account_id", "action", "outcome", "code", "reason"}
 
     moved = await api.store.get_resource(resource.id)
     assert moved is not None
@@ -170,6 +170,7 @@ async def test_reject_by_the_destination_ends_the_order(api: Api) -> None:
     body = response.json()
     assert body["status"] == "rejected" and body["order_id"] == order_id
     assert [(e["action"], e["actor_account_id"]) for e in body["events"]][-1] == ("reject", destination.id)
+    assert body["events"][-1]["reason"] == "not ours"  # recorded with the reject event
     unlocked = await api.store.get_resource(resource.id)
     assert unlocked is not None and unlocked.locked_by_order_id is None
 
@@ -700,7 +701,7 @@ async def test_bad_list_parameters_are_validation_errors(api: Api, params: dict[
 
 
 async def test_a_failure_after_ownership_moved_is_failed_and_compensated(
-    dev_env: WorkflowEnvironment, store: TransferStore
+    dev_env: WorkflowEnvironment, store: Stores
 ) -> None:
     """The destination is frozen between the ownership reassignment and the billing hand-off: the
     order ends `failed` with the refusal, ownership and billing back with the source, the lock gone."""

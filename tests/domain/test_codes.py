@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from domain.codes import ErrorCode, TransferError, default_message
+from domain.codes import ErrorCode, default_message
+from domain.refusals import TransferError
 
 # Written out from SPEC §3 ("HTTP status of each code"), not derived from domain.codes.
 EXPECTED_HTTP_STATUS: dict[str, int] = {

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from domain.codes import ErrorCode
-from domain.models import AGREEMENT_VERSION, Order, OrderStatus, Principal, PrincipalKind, Product
+from domain.models import AGREEMENT_VERSION, Action, Order, OrderStatus, Principal, PrincipalKind, Product
 from domain.rules import order_failure, order_state_failure, views_managed_accounts
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -63,7 +63,9 @@ def failure(
     now: datetime = NOW,
     manages_a_party: bool = False,
 ) -> ErrorCode | None:
-    return order_failure(the_order, root(account_id), action=action, now=now, manages_a_party=manages_a_party)
+    return order_failure(
+        the_order, root(account_id), action=Action(action), now=now, manages_a_party=manages_a_party
+    )
 
 
 # --- baseline -----------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from domain.verification import STEP_SECONDS, code_at
-from starter.binaries import find_binary
+from starter.devstack.binaries import find_binary
 
 ADMIN_TOKEN = "e2e-admin-token"
 START_TIMEOUT = 90.0

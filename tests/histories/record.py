@@ -18,11 +18,11 @@ from temporalio.worker import Worker
 
 from activities.transfer_activities import TransferActivities
 from domain.models import AGREEMENT_VERSION
-from starter.binaries import temporal_cli
 from starter.client import TransferClient
-from store.db import create_engine, migrate
-from store.repository import TransferStore
+from starter.devstack.binaries import temporal_cli
+from store.db import Database, create_engine, migrate
 from tests.factory import Factory, freezing_destination_activities, fresh_id, root, verification
+from tests.stores import Stores
 from workflows import search_attributes
 from workflows.messages import ConfirmRequest
 from workflows.resource_transfer import ResourceTransfer
@@ -31,7 +31,7 @@ HERE = Path(__file__).parent
 TERMINAL_PATHS = ("completed", "cancelled", "rejected", "expired", "failed_compensated")
 
 
-async def record_path(path: str, client: Client, store: TransferStore) -> str:
+async def record_path(path: str, client: Client, store: Stores) -> str:
     factory = Factory(store)
     source, destination = await factory.account(), await factory.account()
     resource = await factory.resource(source)
@@ -40,7 +40,7 @@ async def record_path(path: str, client: Client, store: TransferStore) -> str:
     activities = (
         freezing_destination_activities(store)
         if path == "failed_compensated"
-        else TransferActivities(store).all()
+        else TransferActivities(store.orders).all()
     )
     async with Worker(client, task_queue=task_queue, workflows=[ResourceTransfer], activities=activities):
         transfers = TransferClient(client, task_queue=task_queue, confirm_window=window)
@@ -81,7 +81,7 @@ async def main() -> None:
         )
         try:
             for path in TERMINAL_PATHS:
-                print(await record_path(path, env.client, TransferStore(engine)))
+                print(await record_path(path, env.client, Stores(Database(engine))))
         finally:
             await env.shutdown()
             await engine.dispose()

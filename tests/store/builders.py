@@ -21,8 +21,8 @@ from domain.models import (
     Product,
     Resource,
 )
-from store.repository import TransferStore
 from store.tables import Base
+from tests.stores import Stores
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -70,12 +70,12 @@ def resource(resource_id: str, owner: str, **fields: Any) -> Resource:
     return Resource(**values)
 
 
-async def add_accounts(store: TransferStore, *accounts: Account) -> None:
+async def add_accounts(store: Stores, *accounts: Account) -> None:
     for item in accounts:
         await store.create_account(item, created_at=NOW)
 
 
-async def add_resources(store: TransferStore, *resources: Resource) -> None:
+async def add_resources(store: Stores, *resources: Resource) -> None:
     for item in resources:
         await store.create_resource(item, at=NOW)
 
@@ -96,7 +96,7 @@ def open_args(
 
 
 async def pending_order(
-    store: TransferStore, order_id: str = "o-1", *, source: str = "src", destination: str = "dst"
+    store: Stores, order_id: str = "o-1", *, source: str = "src", destination: str = "dst"
 ) -> Order:
     """Accounts `source` and `destination`, a resource r-<order_id> and its pending order."""
     for account_id in (source, destination):

@@ -18,9 +18,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from store.db import create_engine, migrate, sqlite_url
-from store.repository import TransferStore
+from store.db import Database, create_engine, migrate, sqlite_url
 from store.tables import Base
+from tests.stores import Stores
 
 POSTGRES_URL = os.environ.get(
     "TRANSFER_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -78,8 +78,8 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def store(engine: AsyncEngine) -> AsyncIterator[TransferStore]:
-    yield TransferStore(engine)
+async def store(engine: AsyncEngine) -> AsyncIterator[Stores]:
+    yield Stores(Database(engine))
     async with engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             await connection.execute(delete(table))

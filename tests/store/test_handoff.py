@@ -8,14 +8,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.codes import ErrorCode, TransferError
+from domain.codes import ErrorCode
 from domain.models import InstanceStatus, Order, OrderStatus, ReceivingConfig
-from store.repository import TransferStore
+from domain.refusals import TransferError
 from store.tables import BillingHandoffRow, ResourceRow
 from tests.store.builders import NOW, pending_order
+from tests.stores import Stores
 
 
-async def transferring_order(store: TransferStore, config: ReceivingConfig | None = None) -> Order:
+async def transferring_order(store: Stores, config: ReceivingConfig | None = None) -> Order:
     order = await pending_order(store)
     return await store.decide(
         order.order_id,
@@ -33,7 +34,7 @@ async def handoffs(engine: AsyncEngine) -> list[tuple[object, ...]]:
 
 
 async def test_the_hand_off_moves_ownership_billing_and_receiving_config(
-    store: TransferStore, engine: AsyncEngine
+    store: Stores, engine: AsyncEngine
 ) -> None:
     config = ReceivingConfig(resource_group="rg-dst", tags={"team": "dst", "env": "prod"})
     order = await transferring_order(store, config)
@@ -60,7 +61,7 @@ async def test_the_hand_off_moves_ownership_billing_and_receiving_config(
 
 
 async def test_a_frozen_destination_refuses_billing_and_the_hand_off_is_undone(
-    store: TransferStore, engine: AsyncEngine
+    store: Stores, engine: AsyncEngine
 ) -> None:
     order = await transferring_order(store)
     await store.reassign_ownership(order.order_id)
@@ -76,7 +77,7 @@ async def test_a_frozen_destination_refuses_billing_and_the_hand_off_is_undone(
     assert restored is not None and restored.owner_account_id == "src"
 
 
-async def test_restore_billing_reverts_the_hand_off_once(store: TransferStore, engine: AsyncEngine) -> None:
+async def test_restore_billing_reverts_the_hand_off_once(store: Stores, engine: AsyncEngine) -> None:
     order = await transferring_order(store)
     await store.reassign_ownership(order.order_id)
     await store.hand_off_billing(order.order_id, cut_over_at=NOW)
@@ -90,7 +91,7 @@ async def test_restore_billing_reverts_the_hand_off_once(store: TransferStore, e
     assert resource is not None and (resource.owner_account_id, resource.locked_by_order_id) == ("src", None)
 
 
-async def test_hand_off_steps_need_a_transferring_order(store: TransferStore) -> None:
+async def test_hand_off_steps_need_a_transferring_order(store: Stores) -> None:
     order = await pending_order(store)
     calls = [
         store.reassign_ownership(order.order_id),
@@ -111,7 +112,7 @@ async def test_hand_off_steps_need_a_transferring_order(store: TransferStore) ->
     assert refused.value.code is ErrorCode.ORDER_NOT_FOUND
 
 
-async def test_ownership_moves_only_between_the_parties(store: TransferStore, engine: AsyncEngine) -> None:
+async def test_ownership_moves_only_between_the_parties(store: Stores, engine: AsyncEngine) -> None:
     order = await transferring_order(store)
     async with engine.begin() as connection:
         await connection.execute(

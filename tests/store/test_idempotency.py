@@ -16,20 +16,20 @@ from domain.models import (
     Action,
     ChargeKind,
     Event,
-    Failure,
     InstanceStatus,
     OrderStatus,
     Outcome,
     PrincipalKind,
     ReceivingConfig,
+    Refusal,
     StepName,
 )
 from domain.verification import code_at
-from store.repository import TransferStore
 from tests.store.builders import NOW, SECRET, account, open_args, resource, twice
+from tests.stores import Stores
 
 
-async def test_every_write_of_a_completed_transfer_twice(store: TransferStore, engine: AsyncEngine) -> None:
+async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: AsyncEngine) -> None:
     later = NOW + timedelta(minutes=1)
     for account_id in ("src", "dst", "ma"):
         await twice(engine, lambda a=account_id: store.create_account(account(a), created_at=NOW))  # type: ignore[misc]
@@ -103,7 +103,7 @@ async def test_every_write_of_a_completed_transfer_twice(store: TransferStore, e
     ]
 
 
-async def test_every_write_of_a_compensated_transfer_twice(store: TransferStore, engine: AsyncEngine) -> None:
+async def test_every_write_of_a_compensated_transfer_twice(store: Stores, engine: AsyncEngine) -> None:
     for account_id in ("src", "dst"):
         await store.create_account(account(account_id), created_at=NOW)
     await store.create_resource(resource("r-1", "src"), at=NOW)
@@ -111,7 +111,7 @@ async def test_every_write_of_a_compensated_transfer_twice(store: TransferStore,
     await store.decide("o-1", status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
     await store.reassign_ownership("o-1")
     await store.hand_off_billing("o-1", cut_over_at=NOW)
-    failure = Failure(code=ErrorCode.ACCOUNT_FROZEN, message="frozen")
+    failure = Refusal(code=ErrorCode.ACCOUNT_FROZEN, message="frozen")
     await twice(engine, lambda: store.start_step("o-1", StepName.BILLING_RESTORE, at=NOW, attempt=2))
     await twice(engine, lambda: store.finish_step("o-1", StepName.BILLING_RESTORE, at=NOW, error=failure))
     await twice(engine, lambda: store.restore_billing("o-1", at=NOW))
@@ -119,7 +119,7 @@ async def test_every_write_of_a_compensated_transfer_twice(store: TransferStore,
     await twice(engine, lambda: store.finish("o-1", status=OrderStatus.FAILED, at=NOW, failure=failure))
 
 
-async def test_every_pending_decision_twice(store: TransferStore, engine: AsyncEngine) -> None:
+async def test_every_pending_decision_twice(store: Stores, engine: AsyncEngine) -> None:
     for account_id in ("src", "dst"):
         await store.create_account(account(account_id), created_at=NOW)
     for status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):

@@ -10,21 +10,21 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.codes import ErrorCode, TransferError
+from domain.codes import ErrorCode
 from domain.models import (
     Action,
     Billing,
     Event,
-    Failure,
     InstanceStatus,
     OrderStatus,
     Outcome,
     Product,
     ReceivingConfig,
+    Refusal,
     StepName,
     StepStatus,
 )
-from store.repository import TransferStore
+from domain.refusals import TransferError
 from store.tables import OrderRow, ResourceRow
 from tests.store.builders import (
     NOW,
@@ -36,6 +36,7 @@ from tests.store.builders import (
     pending_order,
     resource,
 )
+from tests.stores import Stores
 
 
 async def refusal(call: Any) -> TransferError:
@@ -44,7 +45,7 @@ async def refusal(call: Any) -> TransferError:
     return refused.value
 
 
-async def test_open_order_takes_the_lock_and_records_the_initiation(store: TransferStore) -> None:
+async def test_open_order_takes_the_lock_and_records_the_initiation(store: Stores) -> None:
     order = await pending_order(store)
     assert order.status is OrderStatus.PENDING and order.product is Product.ECS
     assert (order.created_at, order.expires_at) == (NOW, NOW + timedelta(hours=24))
@@ -57,13 +58,13 @@ async def test_open_order_takes_the_lock_and_records_the_initiation(store: Trans
     assert await store.get_order("o-2") is None
 
 
-async def test_an_existing_order_is_answered_unchanged_without_the_rules(store: TransferStore) -> None:
+async def test_an_existing_order_is_answered_unchanged_without_the_rules(store: Stores) -> None:
     order = await pending_order(store)
     await store.update_account("src", frozen=True)  # would refuse a new order
     assert await store.open_order(**open_args("o-1", "r-o-1", "src", "dst")) == order
 
 
-async def test_open_order_refuses_by_the_rules_in_their_order(store: TransferStore) -> None:
+async def test_open_order_refuses_by_the_rules_in_their_order(store: Stores) -> None:
     await add_accounts(
         store,
         account("src"),
@@ -108,9 +109,7 @@ async def test_open_order_refuses_by_the_rules_in_their_order(store: TransferSto
     assert (await store.get_resource("r-ok")).locked_by_order_id is None  # type: ignore[union-attr]
 
 
-async def test_one_open_order_per_resource_under_concurrency(
-    store: TransferStore, engine: AsyncEngine
-) -> None:
+async def test_one_open_order_per_resource_under_concurrency(store: Stores, engine: AsyncEngine) -> None:
     await add_accounts(store, account("src"), *(account(f"dst-{n}") for n in range(10)))
     await add_resources(store, resource("r-1", "src"))
     results = await asyncio.gather(
@@ -129,7 +128,7 @@ async def test_one_open_order_per_resource_under_concurrency(
     assert pending == 1 and lock == opened[0].order_id
 
 
-async def test_an_individual_reaches_one_enterprise_only_under_concurrency(store: TransferStore) -> None:
+async def test_an_individual_reaches_one_enterprise_only_under_concurrency(store: Stores) -> None:
     await add_accounts(store, account("src"), enterprise("corp-a", "a"), enterprise("corp-b", "b"))
     await add_resources(store, resource("r-1", "src"), resource("r-2", "src"))
     results = await asyncio.gather(
@@ -142,7 +141,7 @@ async def test_an_individual_reaches_one_enterprise_only_under_concurrency(store
     assert isinstance(refused[0], TransferError) and refused[0].code is ErrorCode.ENTERPRISE_DESTINATION_LIMIT
 
 
-async def test_closed_orders_leave_the_destination_limits(store: TransferStore) -> None:
+async def test_closed_orders_leave_the_destination_limits(store: Stores) -> None:
     await add_accounts(store, account("src"), enterprise("corp-a", "a"), enterprise("corp-b", "b"))
     await add_resources(store, resource("r-1", "src"), resource("r-2", "src"))
     await store.open_order(**open_args("o-a", "r-1", "src", "corp-a"))
@@ -152,7 +151,7 @@ async def test_closed_orders_leave_the_destination_limits(store: TransferStore) 
     await store.open_order(**open_args("o-b", "r-2", "src", "corp-b"))
 
 
-async def test_confirm_and_cancel_race_and_exactly_one_wins(store: TransferStore) -> None:
+async def test_confirm_and_cancel_race_and_exactly_one_wins(store: Stores) -> None:
     for n in range(4):
         order = await pending_order(store, f"o-{n}")
         confirm = store.decide(
@@ -175,7 +174,7 @@ async def test_confirm_and_cancel_race_and_exactly_one_wins(store: TransferStore
         assert lock == (order.order_id if winner is OrderStatus.TRANSFERRING else None)
 
 
-async def test_decide_records_the_decision(store: TransferStore) -> None:
+async def test_decide_records_the_decision(store: Stores) -> None:
     order = await pending_order(store)
     config = ReceivingConfig(resource_group="rg-new", tags={"team": "b"})
     confirmed = await store.decide(
@@ -205,7 +204,7 @@ async def test_decide_records_the_decision(store: TransferStore) -> None:
         await store.decide(order.order_id, status=OrderStatus.COMPLETED, at=NOW, actor_account_id=None)
 
 
-async def test_every_terminal_status_releases_the_lock(store: TransferStore) -> None:
+async def test_every_terminal_status_releases_the_lock(store: Stores) -> None:
     for status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
         order = await pending_order(store, f"o-{status.value}")
         await store.decide(order.order_id, status=status, at=NOW, actor_account_id=None)
@@ -216,7 +215,7 @@ async def test_every_terminal_status_releases_the_lock(store: TransferStore) -> 
         assert early.details == {"status": "pending"}
         await store.decide(order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
         failure = (
-            Failure(code=ErrorCode.ACCOUNT_FROZEN, message="frozen") if status is OrderStatus.FAILED else None
+            Refusal(code=ErrorCode.ACCOUNT_FROZEN, message="frozen") if status is OrderStatus.FAILED else None
         )
         done = await store.finish(
             order.order_id, status=status, at=NOW + timedelta(minutes=1), failure=failure
@@ -233,7 +232,7 @@ async def test_every_terminal_status_releases_the_lock(store: TransferStore) -> 
     await store.open_order(**open_args("o-again", "r-o-cancelled", "src", "dst"))
 
 
-async def test_record_event_and_steps_make_the_detailed_procedure(store: TransferStore) -> None:
+async def test_record_event_and_steps_make_the_detailed_procedure(store: Stores) -> None:
     order = await pending_order(store)
     refused = Event(
         at=NOW + timedelta(minutes=5),
@@ -246,7 +245,7 @@ async def test_record_event_and_steps_make_the_detailed_procedure(store: Transfe
     await store.record_event(event_id="e-1", order_id=order.order_id, event=refused)
     t = NOW + timedelta(minutes=10)
     await store.start_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t, attempt=1)
-    failure = Failure(code=ErrorCode.INSTANCE_NOT_STOPPED, message="stop it")
+    failure = Refusal(code=ErrorCode.INSTANCE_NOT_STOPPED, message="stop it")
     await store.finish_step(
         order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=1), error=failure
     )
@@ -275,7 +274,7 @@ async def test_record_event_and_steps_make_the_detailed_procedure(store: Transfe
     )
 
 
-async def test_list_orders_pages_newest_first(store: TransferStore) -> None:
+async def test_list_orders_pages_newest_first(store: Stores) -> None:
     await add_accounts(store, *(account(a) for a in ("a", "b", "c", "d")))
     # a -> b, b -> c and c -> d, two of them at the same instant (the order id breaks the tie)
     plan = [
@@ -340,18 +339,18 @@ async def test_list_orders_pages_newest_first(store: TransferStore) -> None:
 
 
 async def test_confirmation_failure_rechecks_every_rule_and_stopped_state_last(
-    store: TransferStore, engine: AsyncEngine
+    store: Stores, engine: AsyncEngine
 ) -> None:
     order = await pending_order(store)
-    assert await store.confirmation_failure(order.order_id, at=NOW) is None  # its own lock is no blocker
+    assert await store.confirmation_refusal(order.order_id, at=NOW) is None  # its own lock is no blocker
     await store.set_instance_status(order.resource_id, InstanceStatus.RUNNING)
-    code, message = await store.confirmation_failure(order.order_id, at=NOW)  # type: ignore[misc]
-    assert code is ErrorCode.INSTANCE_NOT_STOPPED and message
+    found = await store.confirmation_refusal(order.order_id, at=NOW)
+    assert found is not None and found.code is ErrorCode.INSTANCE_NOT_STOPPED and found.message
     await store.update_account("dst", frozen=True)
-    assert (await store.confirmation_failure(order.order_id, at=NOW))[0] is ErrorCode.ACCOUNT_FROZEN  # type: ignore[index]
+    assert (await store.confirmation_refusal(order.order_id, at=NOW)).code is ErrorCode.ACCOUNT_FROZEN
     await store.update_account("dst", frozen=False)
     expiring = NOW + timedelta(days=333)
-    assert (await store.confirmation_failure(order.order_id, at=expiring))[0] is (  # type: ignore[index]
+    assert (await store.confirmation_refusal(order.order_id, at=expiring)).code is (
         ErrorCode.RESOURCE_EXPIRING_SOON
     )
     async with engine.begin() as connection:  # another order's lock would block
@@ -360,21 +359,21 @@ async def test_confirmation_failure_rechecks_every_rule_and_stopped_state_last(
             .where(ResourceRow.id == order.resource_id)
             .values(locked_by_order_id="o-other")
         )
-    assert (await store.confirmation_failure(order.order_id, at=NOW))[0] is ErrorCode.RESOURCE_IN_TRANSFER  # type: ignore[index]
-    assert (await store.confirmation_failure("ghost", at=NOW))[0] is ErrorCode.ORDER_NOT_FOUND  # type: ignore[index]
+    assert (await store.confirmation_refusal(order.order_id, at=NOW)).code is ErrorCode.RESOURCE_IN_TRANSFER
+    assert (await store.confirmation_refusal("ghost", at=NOW)).code is ErrorCode.ORDER_NOT_FOUND
 
 
-async def test_confirmation_failure_does_not_count_the_order_itself(store: TransferStore) -> None:
+async def test_confirmation_failure_does_not_count_the_order_itself(store: Stores) -> None:
     await add_accounts(store, account("src"), enterprise("corp-a", "a"), enterprise("corp-b", "b"))
     await add_resources(store, resource("r-1", "src"))
     await store.open_order(**open_args("o-a", "r-1", "src", "corp-a"))
-    assert await store.confirmation_failure("o-a", at=NOW) is None
-    assert await store.account_failure("src", "corp-a") is None
-    assert (await store.account_failure("src", "corp-b"))[0] is ErrorCode.ENTERPRISE_DESTINATION_LIMIT  # type: ignore[index]
-    assert await store.account_failure("src", "corp-b", excluding_order_id="o-a") is None
+    assert await store.confirmation_refusal("o-a", at=NOW) is None
+    assert await store.account_refusal("src", "corp-a") is None
+    assert (await store.account_refusal("src", "corp-b")).code is ErrorCode.ENTERPRISE_DESTINATION_LIMIT
+    assert await store.account_refusal("src", "corp-b", excluding_order_id="o-a") is None
 
 
-async def test_a_confirm_needs_the_instance_stopped_even_after_the_check(store: TransferStore) -> None:
+async def test_a_confirm_needs_the_instance_stopped_even_after_the_check(store: Stores) -> None:
     order = await pending_order(store)
     await store.set_instance_status(order.resource_id, InstanceStatus.RUNNING)
     late_start = await refusal(
@@ -387,7 +386,7 @@ async def test_a_confirm_needs_the_instance_stopped_even_after_the_check(store: 
 
 
 async def test_a_start_racing_a_confirm_never_leaves_a_running_instance_in_transfer(
-    store: TransferStore,
+    store: Stores,
 ) -> None:
     for n in range(6):
         order = await pending_order(store, f"o-{n}")
@@ -400,8 +399,8 @@ async def test_a_start_racing_a_confirm_never_leaves_a_running_instance_in_trans
         final = await store.get_order(order.order_id)
         assert resource is not None and final is not None
         if final.status is OrderStatus.TRANSFERRING:
-            assert isinstance(start, TransferError) and start.code is ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER
+            assert isinstance(start, TransferError) and start.code is ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER  # type: ignore[has-type]
             assert resource.status is InstanceStatus.STOPPED
         else:
-            assert isinstance(confirm, TransferError) and confirm.code is ErrorCode.INSTANCE_NOT_STOPPED
+            assert isinstance(confirm, TransferError) and confirm.code is ErrorCode.INSTANCE_NOT_STOPPED  # type: ignore[has-type]
             assert resource.status is InstanceStatus.RUNNING and final.status is OrderStatus.PENDING

@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.models import ChargeKind
 from store.db import create_engine, migrate, sqlite_url
-from store.repository import TransferStore
 from store.tables import AccountRow, Base, ResourceRow
 from tests.store.builders import NOW, account, add_accounts, add_resources, resource
+from tests.stores import Stores
 
 
 def _schema_differences(connection: Connection) -> list[Any]:
@@ -63,7 +63,7 @@ async def test_migrate_is_repeatable_and_independent_of_the_working_directory(
     assert os.listdir(tmp_path) == ["nested"]
 
 
-async def test_datetimes_come_back_aware_utc_and_money_as_cents(store: TransferStore) -> None:
+async def test_datetimes_come_back_aware_utc_and_money_as_cents(store: Stores) -> None:
     shanghai = timezone(timedelta(hours=8))
     created = datetime(2026, 10, 1, 20, 30, 15, 123456, tzinfo=shanghai)
     await add_accounts(store, account("src"))
@@ -102,12 +102,12 @@ async def test_datetimes_come_back_aware_utc_and_money_as_cents(store: TransferS
     assert [str(c.amount) for c in await store.list_charges("r-1")] == ["3703703670.30", "-0.01"]
 
 
-async def test_naive_datetimes_are_refused(store: TransferStore) -> None:
+async def test_naive_datetimes_are_refused(store: Stores) -> None:
     with pytest.raises(Exception, match="timezone-aware"):
         await store.create_account(account("a"), created_at=datetime(2026, 1, 1))
 
 
-async def test_datetimes_order_in_sql_as_in_time(store: TransferStore, engine: AsyncEngine) -> None:
+async def test_datetimes_order_in_sql_as_in_time(store: Stores, engine: AsyncEngine) -> None:
     """SQLite compares the stored text: every value must have one format, offsets included."""
     await add_accounts(store, account("src"))
     plus_two = timezone(timedelta(hours=2))
@@ -122,7 +122,7 @@ async def test_datetimes_order_in_sql_as_in_time(store: TransferStore, engine: A
         assert list(after) == ["r-late"]
 
 
-async def test_reads_do_not_wait_for_a_writer(store: TransferStore, engine: AsyncEngine) -> None:
+async def test_reads_do_not_wait_for_a_writer(store: Stores, engine: AsyncEngine) -> None:
     """Writers take SQLite's write lock at BEGIN; reads run on a WAL snapshot beside them."""
     await add_accounts(store, account("alice"))
     async with engine.begin() as writer:

@@ -8,13 +8,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.codes import ErrorCode, TransferError
+from domain.codes import ErrorCode
+from domain.refusals import TransferError
 from domain.verification import code_at
-from store.repository import TransferStore
 from tests.store.builders import NOW, SECRET, account, add_accounts, snapshot
+from tests.stores import Stores
 
 
-async def verify(store: TransferStore, verification_id: str, code: str, **fields: object) -> None:
+async def verify(store: Stores, verification_id: str, code: str, **fields: object) -> None:
     await store.verify_code(
         verification_id=verification_id,
         account_id=str(fields.get("account_id", "alice")),
@@ -23,13 +24,13 @@ async def verify(store: TransferStore, verification_id: str, code: str, **fields
     )
 
 
-async def refused_code(store: TransferStore, verification_id: str, code: str, **fields: object) -> ErrorCode:
+async def refused_code(store: Stores, verification_id: str, code: str, **fields: object) -> ErrorCode:
     with pytest.raises(TransferError) as refused:
         await verify(store, verification_id, code, **fields)
     return refused.value.code
 
 
-async def test_a_code_is_used_up_by_its_first_verification(store: TransferStore) -> None:
+async def test_a_code_is_used_up_by_its_first_verification(store: Stores) -> None:
     await add_accounts(store, account("alice"), account("bob"))
     code = code_at(SECRET, NOW)
     await verify(store, "v-1", code)
@@ -45,7 +46,7 @@ async def test_a_code_is_used_up_by_its_first_verification(store: TransferStore)
 
 
 async def test_a_retry_of_one_verification_passes_without_checking_again(
-    store: TransferStore, engine: AsyncEngine
+    store: Stores, engine: AsyncEngine
 ) -> None:
     await add_accounts(store, account("alice"))
     code = code_at(SECRET, NOW)
@@ -59,14 +60,14 @@ async def test_a_retry_of_one_verification_passes_without_checking_again(
     assert await refused_code(store, "v-1", code, account_id="bob") is ErrorCode.VERIFICATION_FAILED
 
 
-async def test_the_code_is_checked_at_its_receipt_not_at_its_processing(store: TransferStore) -> None:
+async def test_the_code_is_checked_at_its_receipt_not_at_its_processing(store: Stores) -> None:
     await add_accounts(store, account("alice"))
     received = NOW - timedelta(days=1)  # processed a day later (a retried activity, say)
     await verify(store, "v-1", code_at(SECRET, received), received_at=received)
     assert await refused_code(store, "v-2", code_at(SECRET, received)) is ErrorCode.VERIFICATION_FAILED
 
 
-async def test_wrong_codes_fail_and_use_nothing_up(store: TransferStore) -> None:
+async def test_wrong_codes_fail_and_use_nothing_up(store: Stores) -> None:
     await add_accounts(store, account("alice"))
     right = code_at(SECRET, NOW)
     for wrong in ("", "12345", "abcdef", f"{(int(right) + 1) % 1_000_000:06d}"):
@@ -76,7 +77,7 @@ async def test_wrong_codes_fail_and_use_nothing_up(store: TransferStore) -> None
     await verify(store, "v-right", right)
 
 
-async def test_unknown_and_frozen_accounts(store: TransferStore) -> None:
+async def test_unknown_and_frozen_accounts(store: Stores) -> None:
     await add_accounts(store, account("alice", frozen=True))
     code = code_at(SECRET, NOW)
     assert await refused_code(store, "v-1", code, account_id="ghost") is ErrorCode.VERIFICATION_FAILED
@@ -85,7 +86,7 @@ async def test_unknown_and_frozen_accounts(store: TransferStore) -> None:
     await verify(store, "v-2", code)  # the refused attempts used nothing up
 
 
-async def test_concurrent_verifications_of_one_code_let_exactly_one_pass(store: TransferStore) -> None:
+async def test_concurrent_verifications_of_one_code_let_exactly_one_pass(store: Stores) -> None:
     await add_accounts(store, account("alice"))
     code = code_at(SECRET, NOW)
     results = await asyncio.gather(*(verify(store, f"v-{n}", code) for n in range(8)), return_exceptions=True)

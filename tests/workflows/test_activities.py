@@ -21,13 +21,13 @@ from activities.models import (
 from activities.transfer_activities import TransferActivities
 from domain.codes import ErrorCode
 from domain.models import AGREEMENT_VERSION, Account, Action, InstanceStatus, OrderStatus
-from store.repository import TransferStore
 from tests.factory import Factory, fresh_id, root, verification
 from tests.store.builders import snapshot
+from tests.stores import Stores
 from workflows.messages import Verification
 
 
-async def twice(store: TransferStore, activity: Callable[[Any], Awaitable[Any]], input: Any) -> Any:
+async def twice(store: Stores, activity: Callable[[Any], Awaitable[Any]], input: Any) -> Any:
     env = ActivityEnvironment()
     first = await env.run(activity, input)
     before = await snapshot(store.engine)
@@ -57,8 +57,8 @@ def open_input(
     )
 
 
-async def test_every_activity_of_a_completed_transfer_twice(store: TransferStore, factory: Factory) -> None:
-    activities = TransferActivities(store)
+async def test_every_activity_of_a_completed_transfer_twice(store: Stores, factory: Factory) -> None:
+    activities = TransferActivities(store.orders)
     source, destination = await factory.account(), await factory.account()
     resource = await factory.resource(source)
     order_id = fresh_id("to")
@@ -112,8 +112,8 @@ async def test_every_activity_of_a_completed_transfer_twice(store: TransferStore
     assert after is not None and after.owner_account_id == destination.id and after.locked_by_order_id is None
 
 
-async def test_compensation_and_decisions_twice(store: TransferStore, factory: Factory) -> None:
-    activities = TransferActivities(store)
+async def test_compensation_and_decisions_twice(store: Stores, factory: Factory) -> None:
+    activities = TransferActivities(store.orders)
     source, destination = await factory.account(), await factory.account()
     cancelled_resource, compensated_resource = await factory.resource(source), await factory.resource(source)
     now = datetime.now(UTC)
@@ -145,8 +145,8 @@ async def test_compensation_and_decisions_twice(store: TransferStore, factory: F
     assert back is not None and back.owner_account_id == source.id
 
 
-async def test_a_refusal_is_not_retried(store: TransferStore, factory: Factory) -> None:
-    activities = TransferActivities(store)
+async def test_a_refusal_is_not_retried(store: Stores, factory: Factory) -> None:
+    activities = TransferActivities(store.orders)
     source, destination = await factory.account(), await factory.account()
     running = await factory.resource(source, status=InstanceStatus.RUNNING)
     now = datetime.now(UTC)

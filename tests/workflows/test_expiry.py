@@ -10,9 +10,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from domain.models import AGREEMENT_VERSION, Action, OrderStatus, Outcome
-from starter.binaries import temporal_test_server
-from store.repository import TransferStore
+from starter.devstack.binaries import temporal_test_server
 from tests.factory import Factory, fresh_id, root, verification
+from tests.stores import Stores
 from worker import add_search_attributes, build_worker
 from workflows import search_attributes
 from workflows.messages import DEFAULT_CONFIRM_WINDOW, OrderState, TransferInput
@@ -31,7 +31,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 async def test_an_unanswered_order_expires_after_24_hours(
-    time_skipping_env: WorkflowEnvironment, factory: Factory, store: TransferStore
+    time_skipping_env: WorkflowEnvironment, factory: Factory, store: Stores
 ) -> None:
     assert timedelta(hours=24) == DEFAULT_CONFIRM_WINDOW
     source, destination = await factory.account(), await factory.account()
@@ -39,7 +39,7 @@ async def test_an_unanswered_order_expires_after_24_hours(
     order_id = fresh_id("to")
     task_queue = fresh_id("tq")
     client = time_skipping_env.client
-    async with build_worker(client, store, task_queue):
+    async with build_worker(client, store.db, task_queue):
         handle = await client.start_workflow(
             ResourceTransfer.run,
             TransferInput(

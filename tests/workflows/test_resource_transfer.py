@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from domain.codes import ErrorCode, TransferError
+from domain.codes import ErrorCode
 from domain.models import (
     AGREEMENT_VERSION,
     Account,
@@ -32,9 +32,9 @@ from domain.models import (
     StepName,
     StepStatus,
 )
+from domain.refusals import TransferError
 from domain.verification import code_at
 from starter.client import TransferClient
-from store.repository import TransferStore
 from tests.factory import (
     Factory,
     freezing_destination_activities,
@@ -43,6 +43,7 @@ from tests.factory import (
     verification,
     wrong_verification,
 )
+from tests.stores import Stores
 from worker import build_worker
 from workflows import search_attributes
 from workflows.messages import (
@@ -57,9 +58,9 @@ from workflows.resource_transfer import ResourceTransfer
 
 
 @pytest.fixture
-async def transfers(dev_env: WorkflowEnvironment, store: TransferStore) -> AsyncIterator[TransferClient]:
+async def transfers(dev_env: WorkflowEnvironment, store: Stores) -> AsyncIterator[TransferClient]:
     task_queue = fresh_id("tq")
-    async with build_worker(dev_env.client, store, task_queue):
+    async with build_worker(dev_env.client, store.db, task_queue):
         yield TransferClient(dev_env.client, task_queue=task_queue)
 
 
@@ -97,7 +98,7 @@ async def history_event_types(handle: WorkflowHandle[Any, Any]) -> list[int]:
 
 
 async def test_full_transfer_moves_ownership_and_billing(
-    transfers: TransferClient, factory: Factory, store: TransferStore
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     source, destination, state = await open_order(transfers, factory)
     assert state.status is OrderStatus.PENDING
@@ -150,7 +151,7 @@ async def test_full_transfer_moves_ownership_and_billing(
 
 
 async def test_initiate_with_a_wrong_code_is_refused_and_writes_nothing(
-    transfers: TransferClient, factory: Factory, store: TransferStore
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     source, destination = await parties(factory)
     resource = await factory.resource(source)
@@ -227,7 +228,7 @@ async def test_one_open_order_per_resource(transfers: TransferClient, factory: F
 
 
 async def test_initiate_is_idempotent_by_order_id(
-    transfers: TransferClient, factory: Factory, store: TransferStore
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     source, destination = await parties(factory)
     resource = await factory.resource(source)
@@ -251,7 +252,7 @@ async def test_initiate_is_idempotent_by_order_id(
 
 
 async def test_cancel_by_the_source_releases_the_lock(
-    transfers: TransferClient, factory: Factory, store: TransferStore
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     source, destination, state = await open_order(transfers, factory)
     cancelled = await transfers.cancel(state.order_id, root(source))
@@ -269,9 +270,7 @@ async def test_cancel_by_the_source_releases_the_lock(
     assert late.value.details == {"status": "cancelled"}
 
 
-async def test_reject_by_the_destination(
-    transfers: TransferClient, factory: Factory, store: TransferStore
-) -> None:
+async def test_reject_by_the_destination(transfers: TransferClient, factory: Factory, store: Stores) -> None:
     _, destination, state = await open_order(transfers, factory)
     rejected = await transfers.reject(state.order_id, root(destination), reason="not ours")
     assert rejected.status is OrderStatus.REJECTED
@@ -293,7 +292,7 @@ async def test_reject_by_the_destination(
 async def test_validators_refuse_a_wrong_actor_before_anything_is_written(
     transfers: TransferClient,
     factory: Factory,
-    store: TransferStore,
+    store: Stores,
     action: str,
     actor: str,
     code: ErrorCode,
@@ -329,7 +328,7 @@ async def test_confirm_without_the_agreement_is_refused(transfers: TransferClien
 
 
 async def test_a_running_vpc_instance_refuses_the_confirm_and_the_order_stays_pending(
-    transfers: TransferClient, factory: Factory, store: TransferStore
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     _, destination, state = await open_order(transfers, factory, status=InstanceStatus.RUNNING)
     with pytest.raises(TransferError) as refused:
@@ -354,7 +353,7 @@ async def test_a_running_vpc_instance_refuses_the_confirm_and_the_order_stays_pe
 
 
 async def test_a_wrong_destination_code_refuses_the_confirm(
-    transfers: TransferClient, factory: Factory, store: TransferStore
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     _, destination, state = await open_order(transfers, factory)
     with pytest.raises(TransferError) as refused:
@@ -368,7 +367,7 @@ async def test_a_wrong_destination_code_refuses_the_confirm(
 
 
 async def test_exactly_one_of_confirm_cancel_and_reject_wins(
-    transfers: TransferClient, factory: Factory, store: TransferStore
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     source, destination, state = await open_order(transfers, factory)
     outcomes = await asyncio.gather(
@@ -394,7 +393,7 @@ async def test_exactly_one_of_confirm_cancel_and_reject_wins(
     assert len([e for e in decisions if e.outcome is Outcome.ACCEPTED]) == 1
 
 
-async def order_with_events(store: TransferStore, order_id: str, *, count: int) -> Order:
+async def order_with_events(store: Stores, order_id: str, *, count: int) -> Order:
     """The order once it has `count` events: signals are not answered, so their effect is polled."""
     for _ in range(200):
         order = await store.get_order(order_id)
@@ -406,7 +405,7 @@ async def order_with_events(store: TransferStore, order_id: str, *, count: int) 
 
 
 async def test_an_invalid_signal_is_recorded_and_ignored(
-    transfers: TransferClient, factory: Factory, store: TransferStore
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     source, destination, state = await open_order(transfers, factory)
     handle = transfers.handle(state.order_id)
@@ -425,7 +424,7 @@ async def test_an_invalid_signal_is_recorded_and_ignored(
 
 
 async def test_a_failure_after_ownership_moved_is_compensated(
-    dev_env: WorkflowEnvironment, factory: Factory, store: TransferStore
+    dev_env: WorkflowEnvironment, factory: Factory, store: Stores
 ) -> None:
     """The destination is frozen between the confirm and the billing hand-off: billing refuses,
     ownership and billing are restored, then the order is failed and the lock released."""
@@ -490,7 +489,7 @@ async def test_history_of_a_completed_transfer_stays_short(
 
 
 async def test_a_late_initiate_retry_does_not_reopen_a_closed_order(
-    transfers: TransferClient, factory: Factory, store: TransferStore
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     source, _, state = await open_order(transfers, factory)
     await transfers.cancel(state.order_id, root(source))
@@ -510,7 +509,7 @@ async def test_a_late_initiate_retry_does_not_reopen_a_closed_order(
 
 
 async def test_a_confirm_signal_is_checked_at_its_arrival_not_at_the_time_it_claims(
-    transfers: TransferClient, factory: Factory, store: TransferStore
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     """A code from ten minutes ago, claimed as received then, is refused: signals are not trusted."""
     _, destination, state = await open_order(transfers, factory)
@@ -532,10 +531,10 @@ async def test_a_confirm_signal_is_checked_at_its_arrival_not_at_the_time_it_cla
 
 
 async def test_a_window_that_closed_while_the_order_opened_expires_it_at_once(
-    dev_env: WorkflowEnvironment, store: TransferStore, factory: Factory
+    dev_env: WorkflowEnvironment, store: Stores, factory: Factory
 ) -> None:
     task_queue = fresh_id("tq")
-    async with build_worker(dev_env.client, store, task_queue):
+    async with build_worker(dev_env.client, store.db, task_queue):
         transfers = TransferClient(
             dev_env.client, task_queue=task_queue, confirm_window=timedelta(milliseconds=1)
         )

@@ -1,4 +1,4 @@
-"""The opaque list_orders cursor: the (created_at, order_id) key of a page's last order."""
+"""Cursor paging: the opaque cursor of a page is the (created_at, id) key of its last item."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import binascii
 import json
 from datetime import datetime
 
-from domain.codes import ErrorCode, TransferError
+from domain.codes import ErrorCode
+from domain.refusals import TransferError
 
 
 def encode_cursor(created_at: datetime, order_id: str) -> str:

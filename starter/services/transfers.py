@@ -1,59 +1,48 @@
-"""The transfer operations a caller may ask for, in SPEC §5's terms: the library behind the API and CLI.
+"""TransferService: the transfer operations a caller may ask for, in SPEC §5's terms (API, CLI, console).
 
 Request-level rules (principal, accounts, agreement, verification) fail the whole request with a
 TransferError; everything that depends on one resource or order is an item error. Writes go through
-the workflows (TransferClient); reads come from the read model (TransferStore).
+the workflows (TransferClient); reads come from the read model (store.orders).
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from datetime import datetime
+from typing import TypeVar
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from domain.codes import ErrorCode, TransferError, default_message
+from domain import rules
+from domain.clock import now
+from domain.codes import ErrorCode
 from domain.models import (
     AGREEMENT_VERSION,
-    Account,
-    AccountKind,
     Action,
     Event,
     Order,
     OrderStatus,
     Outcome,
     Principal,
-    PrincipalKind,
     ReceivingConfig,
-    Resource,
+    Refusal,
+    Role,
 )
-from domain.rules import (
-    blocker_message,
-    order_failure,
-    principal_failure,
-    resource_blockers,
-    views_managed_accounts,
-)
-from domain.verification import new_secret
+from domain.paging import decode_cursor, encode_cursor
+from domain.refusals import TransferError
 from starter.client import TransferClient
-from store.repository import TransferStore
+from store.db import Database
+from store.orders import OrderStore
+from store.organizations import OrganizationStore
+from store.resources import ResourceStore
+from store.verifications import VerificationStore
 from workflows.messages import ConfirmRequest, OrderState, Verification
 
 
 class Result(BaseModel):
     model_config = ConfigDict(frozen=True)
-
-
-class ItemError(Result):
-    code: ErrorCode
-    message: str
-    # Structured details (ORDER_NOT_PENDING: the status): a single form's HTTP error carries them,
-    # batch responses show the code and message only.
-    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class InitiateItem(Result):
@@ -62,7 +51,7 @@ class InitiateItem(Result):
     resource_id: str
     order_id: str | None = None
     status: OrderStatus | None = None
-    error: ItemError | None = None
+    error: Refusal | None = None
 
 
 class OrderItem(Result):
@@ -70,32 +59,12 @@ class OrderItem(Result):
 
     order_id: str
     status: OrderStatus | None = None
-    error: ItemError | None = None
+    error: Refusal | None = None
 
 
 class Blockers(Result):
     resource_id: str
-    blockers: list[ItemError]
-
-
-class ProvisionedAccount(Result):
-    """A provisioned account with a new root token; `mfa_secret` only when the account was created."""
-
-    account: Account
-    api_token: str
-    mfa_secret: str | None
-    created: bool
-
-
-class RamUser(Result):
-    id: str
-    account_id: str
-    name: str
-    api_token: str
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+    blockers: list[Refusal]
 
 
 # Told once per item of a batch as soon as that item is answered (the CLI's progress bar).
@@ -117,52 +86,34 @@ async def _each(
     return list(await asyncio.gather(*(one(key) for key in keys)))
 
 
-def _item_error(error: TransferError) -> ItemError:
-    return ItemError(code=error.code, message=error.message, details=error.details)
-
-
-def _state_details(code: ErrorCode, order: Order) -> dict[str, Any]:
-    """ORDER_NOT_PENDING and ORDER_EXPIRED carry the order's status (an order past its window is expired
-    even before the workflow records it)."""
-    if code is ErrorCode.ORDER_NOT_PENDING:
-        return {"status": order.status.value}
-    if code is ErrorCode.ORDER_EXPIRED:
-        return {"status": OrderStatus.EXPIRED.value}
-    return {}
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def blocker(code: ErrorCode, resource: Resource | None) -> ItemError:
-    return ItemError(code=code, message=blocker_message(code, resource))
-
-
 class TransferService:
-    def __init__(self, transfers: TransferClient, store: TransferStore) -> None:
+    def __init__(self, transfers: TransferClient, db: Database) -> None:
         self.transfers = transfers
-        self.store = store
+        self._db = db
 
     # --- initiate ---------------------------------------------------------------------------------
 
     async def _request_level(self, principal: Principal, destination_account_id: str) -> None:
-        code = principal_failure(principal)
-        if code is not None:
-            raise TransferError(code)
-        refusal = await self.store.account_failure(principal.account_id, destination_account_id)
-        if refusal is not None:
-            raise TransferError(*refusal)
+        self._refuse_ram_user(principal)
+        async with self._db.read() as session:
+            pair = await OrderStore(session).account_pair(
+                principal.account_id, destination_account_id, excluding=None, lock=False
+            )
+        if pair is None:
+            raise TransferError(ErrorCode.VALIDATION_ERROR, "unknown account")
+        if (refused := rules.pair_refusal(pair)) is not None:
+            raise TransferError.of(refused)
 
     async def _verify(self, principal: Principal, code: str, received_at: datetime) -> Verification:
         """Checks the code once for the whole request; the workflows re-check it by its id."""
         verification = Verification(verification_id=uuid4().hex, code=code, received_at=received_at)
-        await self.store.verify_code(
-            verification_id=verification.verification_id,
-            account_id=principal.account_id,
-            code=code,
-            received_at=received_at,
-        )
+        async with self._db.write() as session:
+            await VerificationStore(session).verify(
+                verification_id=verification.verification_id,
+                account_id=principal.account_id,
+                code=code,
+                received_at=received_at,
+            )
         return verification
 
     async def initiate(
@@ -193,7 +144,7 @@ class TransferService:
                     agreement_version=AGREEMENT_VERSION,
                 )
             except TransferError as error:
-                return InitiateItem(resource_id=resource_id, error=_item_error(error))
+                return InitiateItem(resource_id=resource_id, error=error.refusal)
             return InitiateItem(resource_id=resource_id, order_id=state.order_id, status=state.status)
 
         return await _each(resource_ids, open_one, progress)
@@ -209,12 +160,17 @@ class TransferService:
         """The dry run: request-level rules as errors, every per-resource blocker listed."""
         await self._request_level(principal, destination_account_id)
         at = received_at or now()
-        results = []
-        for resource_id in resource_ids:
-            resource = await self.store.get_resource(resource_id)
-            codes = resource_blockers(resource, source_account_id=principal.account_id, now=at)
-            results.append(Blockers(resource_id=resource_id, blockers=[blocker(c, resource) for c in codes]))
-        return results
+        async with self._db.read() as session:
+            resources = ResourceStore(session)
+            return [
+                Blockers(
+                    resource_id=resource_id,
+                    blockers=rules.blockers(
+                        await resources.get(resource_id), source_account_id=principal.account_id, now=at
+                    ),
+                )
+                for resource_id in resource_ids
+            ]
 
     # --- confirm, cancel, reject --------------------------------------------------------------------
 
@@ -238,7 +194,6 @@ class TransferService:
         request = ConfirmRequest(
             principal=principal,
             agreement_accepted=True,
-            agreement_version=AGREEMENT_VERSION,
             verification=verification,
             receiving_config=receiving_config,
         )
@@ -313,13 +268,12 @@ class TransferService:
     async def _answer(self, principal: Principal, items: list[OrderItem]) -> Order:
         (item,) = items
         if item.error is not None:
-            raise TransferError(item.error.code, item.error.message, item.error.details)
+            raise TransferError.of(item.error)
         return await self.get(principal, item.order_id)
 
     @staticmethod
     def _refuse_ram_user(principal: Principal) -> None:
-        code = principal_failure(principal)
-        if code is not None:
+        if (code := rules.principal_failure(principal)) is not None:
             raise TransferError(code)
 
     async def _each_order(
@@ -333,27 +287,24 @@ class TransferService:
         managed = await self._managed(principal)
 
         async def one(order_id: str) -> OrderItem:
-            order = await self.store.get_order(order_id)
+            async with self._db.read() as session:
+                order = await OrderStore(session).get(order_id)
             manages_a_party = order is not None and bool(
                 {order.source_account_id, order.destination_account_id} & managed
             )
-            code = order_failure(
-                order, principal, action=action.value, now=now(), manages_a_party=manages_a_party
+            refused = rules.order_refusal(
+                order, principal, action=action, now=now(), manages_a_party=manages_a_party
             )
-            if code is not None:
+            if refused is not None:
                 # Refused here, from the read model: the workflow never saw it, so the event is ours to
                 # record (never for a stranger, who must not learn the order exists).
-                if order is not None and code is not ErrorCode.ORDER_NOT_FOUND:
-                    await self._record_refusal(order, principal, action, code)
-                details = _state_details(code, order) if order is not None else {}
-                return OrderItem(
-                    order_id=order_id,
-                    error=ItemError(code=code, message=default_message(code), details=details),
-                )
+                if order is not None and refused.code is not ErrorCode.ORDER_NOT_FOUND:
+                    await self._record_refusal(order, principal, action, refused.code)
+                return OrderItem(order_id=order_id, error=refused)
             try:
                 state = await act(order_id)
             except TransferError as error:
-                return OrderItem(order_id=order_id, error=_item_error(error))
+                return OrderItem(order_id=order_id, error=error.refusal)
             return OrderItem(order_id=order_id, status=state.status)
 
         return await _each(order_ids, one, progress)
@@ -361,33 +312,26 @@ class TransferService:
     async def _record_refusal(
         self, order: Order, principal: Principal, action: Action, code: ErrorCode
     ) -> None:
-        await self.store.record_event(
-            event_id=uuid4().hex,
-            order_id=order.order_id,
-            event=Event(
-                at=now(),
-                actor_account_id=principal.account_id,
-                action=action,
-                outcome=Outcome.REFUSED,
-                code=code,
-            ),
+        event = Event(
+            at=now(), actor_account_id=principal.account_id, action=action, outcome=Outcome.REFUSED, code=code
         )
+        async with self._db.write() as session:
+            await OrderStore(session).add_event(uuid4().hex, order.order_id, event)
 
     async def _managed(self, principal: Principal) -> set[str]:
         """The member accounts whose orders the caller may read (never act on)."""
-        if not views_managed_accounts(principal):
+        if not rules.views_managed_accounts(principal):
             return set()
-        return await self.store.managed_account_ids(principal.account_id)
+        async with self._db.read() as session:
+            return await OrganizationStore(session).member_ids(principal.account_id)
 
     # --- reads --------------------------------------------------------------------------------------
 
     async def get(self, principal: Principal, order_id: str) -> Order:
         """Parties and the management account of a party may read an order; others learn nothing."""
-        order = await self.store.get_order(order_id)
-        if order is None:
-            raise TransferError(ErrorCode.ORDER_NOT_FOUND)
-        parties = {order.source_account_id, order.destination_account_id}
-        if principal.account_id not in parties and not parties & await self._managed(principal):
+        async with self._db.read() as session:
+            order = await OrderStore(session).get(order_id)
+        if order is None or not rules.order_visible(order, principal, await self._managed(principal)):
             raise TransferError(ErrorCode.ORDER_NOT_FOUND)
         return order
 
@@ -395,7 +339,7 @@ class TransferService:
         self,
         principal: Principal,
         *,
-        role: Literal["source", "destination"] | None = None,
+        role: Role | None = None,
         status: OrderStatus | None = None,
         limit: int = 20,
         cursor: str | None = None,
@@ -403,79 +347,12 @@ class TransferService:
     ) -> tuple[list[Order], str | None]:
         """The caller's orders, or with `organization` its members' (management account only), newest
         first, each with its steps and events, and the cursor of the next page."""
+        if limit < 1:
+            raise TransferError(ErrorCode.VALIDATION_ERROR, "limit must be at least 1")
+        after = decode_cursor(cursor) if cursor is not None else None
         accounts = await self._managed(principal) if organization else {principal.account_id}
-        return await self.store.list_orders(
-            account_ids=accounts, role=role, status=status, limit=limit, cursor=cursor
-        )
-
-    # --- provisioning (admin) -----------------------------------------------------------------------
-
-    async def create_account(
-        self,
-        *,
-        account_id: str,
-        name: str,
-        kind: AccountKind,
-        verified: bool = False,
-        entity_id: str | None = None,
-        entity_name: str | None = None,
-        frozen: bool = False,
-        at: datetime | None = None,
-    ) -> ProvisionedAccount:
-        """Registers the account with a new MFA secret and issues a root token.
-
-        The same id again with the same fields answers the account with another root token and without
-        its MFA secret (shown once, at creation); other fields are a VALIDATION_ERROR.
-        """
-        fields: dict[str, Any] = {
-            "id": account_id,
-            "name": name,
-            "kind": kind,
-            "verified": verified,
-            "entity_id": entity_id,
-            "entity_name": entity_name,
-            "frozen": frozen,
-        }
-        existing = await self.store.get_account(account_id)
-        if existing is None:
-            account = await self.store.create_account(
-                Account(**fields, mfa_secret=new_secret()), created_at=at or now()
+        async with self._db.read() as session:
+            page, more = await OrderStore(session).page(
+                account_ids=accounts, role=role, status=status, limit=limit, after=after
             )
-            created = True
-        elif existing == Account(**fields, mfa_secret=existing.mfa_secret):
-            account, created = existing, False
-        else:
-            raise TransferError(ErrorCode.VALIDATION_ERROR, f"account {account_id} exists with other data")
-        token = new_token()
-        await self.store.add_credential(account_id=account.id, token=token, kind=PrincipalKind.ROOT)
-        return ProvisionedAccount(
-            account=account,
-            api_token=token,
-            mfa_secret=account.mfa_secret if created else None,
-            created=created,
-        )
-
-    async def update_account(
-        self,
-        account_id: str,
-        *,
-        verified: bool | None = None,
-        frozen: bool | None = None,
-        entity_name: str | None = None,
-    ) -> Account:
-        return await self.store.update_account(
-            account_id, verified=verified, frozen=frozen, entity_name=entity_name
-        )
-
-    async def add_ram_user(self, account_id: str, *, name: str) -> RamUser:
-        token = new_token()
-        principal = await self.store.add_credential(
-            account_id=account_id, token=token, kind=PrincipalKind.RAM_USER, name=name
-        )
-        assert principal.ram_user_id is not None
-        return RamUser(id=principal.ram_user_id, account_id=account_id, name=name, api_token=token)
-
-    async def create_organization(
-        self, organization_id: str, *, management_account_id: str, member_account_ids: Sequence[str]
-    ) -> None:
-        await self.store.create_organization(organization_id, management_account_id, list(member_account_ids))
+        return page, encode_cursor(page[-1].created_at, page[-1].order_id) if more else None

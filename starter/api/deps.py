@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the service, the calling principal (bearer token) and the admin check."""
+"""FastAPI dependencies: the services, the calling principal (bearer token) and the admin check."""
 
 from __future__ import annotations
 
@@ -6,19 +6,29 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from domain.codes import ErrorCode, TransferError
+from domain.codes import ErrorCode
 from domain.models import Principal
+from domain.refusals import TransferError
 from settings import Settings
-from starter.service import TransferService
+from starter.services.provisioning import ProvisioningService
+from starter.services.resources import ResourceService
+from starter.services.transfers import TransferService
+
+
+@dataclass(frozen=True)
+class Services:
+    transfers: TransferService
+    resources: ResourceService
+    provisioning: ProvisioningService
 
 
 @dataclass(frozen=True)
 class AppState:
     settings: Settings
-    service: TransferService
+    services: Services
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -29,8 +39,16 @@ def get_state(request: Request) -> AppState:
     return state
 
 
-def get_service(state: Annotated[AppState, Depends(get_state)]) -> TransferService:
-    return state.service
+def get_transfers(state: Annotated[AppState, Depends(get_state)]) -> TransferService:
+    return state.services.transfers
+
+
+def get_resources(state: Annotated[AppState, Depends(get_state)]) -> ResourceService:
+    return state.services.resources
+
+
+def get_provisioning(state: Annotated[AppState, Depends(get_state)]) -> ProvisioningService:
+    return state.services.provisioning
 
 
 def bearer_token(request: Request) -> str | None:
@@ -53,12 +71,12 @@ async def authenticate(request: Request) -> bool:
             and hmac.compare_digest(token.encode(), expected.get_secret_value().encode())
         )
         return bool(request.state.admin)
-    request.state.principal = await state.service.store.principal_for_token(token) if token else None
+    request.state.principal = await state.services.provisioning.principal_for_token(token) if token else None
     return request.state.principal is not None
 
 
 # The routes depend on the bearer scheme too, so that OpenAPI documents it; the check itself ran in
-# authenticate (starter.api's middleware), before the request body was parsed.
+# authenticate (starter.api.app's middleware), before the request body was parsed.
 
 
 def get_principal(
@@ -77,5 +95,16 @@ def require_admin(
         raise TransferError(ErrorCode.UNAUTHENTICATED)
 
 
-ServiceDep = Annotated[TransferService, Depends(get_service)]
+TransfersDep = Annotated[TransferService, Depends(get_transfers)]
+ResourcesDep = Annotated[ResourceService, Depends(get_resources)]
+ProvisioningDep = Annotated[ProvisioningService, Depends(get_provisioning)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]{1,100}$",
+        description="Optional: a repeat with the same key answers the first request's charges "
+        "(renew, upgrade, convert_billing, auto-renew).",
+    ),
+]

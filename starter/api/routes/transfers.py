@@ -7,15 +7,15 @@ TOTP code is checked against the moment the request arrived.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
 
-from domain.codes import ErrorCode
-from domain.models import ID_PATTERN, Order, OrderStatus, ReceivingConfig
-from starter.deps import PrincipalDep, ServiceDep
-from starter.schemas import (
+from domain.clock import now as received
+from domain.models import ID_PATTERN, Order, OrderStatus, ReceivingConfig, Role
+from starter.api.deps import PrincipalDep, TransfersDep
+from starter.api.routes.resources import Cursor, Limit
+from starter.api.schemas import (
     ERROR_RESPONSES,
     BatchCancelIn,
     BatchConfirmIn,
@@ -26,7 +26,6 @@ from starter.schemas import (
     Decided,
     InitiateIn,
     InitiateOut,
-    ItemErrorOut,
     NotDecided,
     NotOpened,
     Opened,
@@ -35,21 +34,14 @@ from starter.schemas import (
     ReceivingConfigIn,
     RejectIn,
     ResourceBlockers,
-    Role,
     ValidateIn,
     ValidateOut,
 )
-from starter.service import InitiateItem, ItemError, OrderItem
+from starter.services.transfers import InitiateItem, OrderItem
 
 router = APIRouter(prefix="/v1/transfers", tags=["transfers"], responses=ERROR_RESPONSES)
 
 OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="The transfer order id")]
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")]
-Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
-
-
-def received() -> datetime:
-    return datetime.now(UTC)
 
 
 def order_out(order: Order) -> OrderOut:
@@ -66,15 +58,10 @@ def receiving_config(config: ReceivingConfigIn | None) -> ReceivingConfig | None
     return ReceivingConfig(resource_group=config.resource_group, tags=config.tags)
 
 
-def item_error(error: ItemError) -> ItemErrorOut:
-    """A batch item's error shows its code and message; details are for single forms."""
-    return ItemErrorOut(code=error.code, message=error.message)
-
-
 def initiate_result(item: InitiateItem) -> Opened | NotOpened:
-    if item.order_id is None:
-        error = item.error or ItemError(code=ErrorCode.RESOURCE_NOT_FOUND, message="no order was opened")
-        return NotOpened(resource_id=item.resource_id, error=item_error(error))
+    if item.error is not None or item.order_id is None:
+        assert item.error is not None, "an item without an order carries its refusal"
+        return NotOpened(resource_id=item.resource_id, error=item.error)
     return Opened(
         resource_id=item.resource_id, order_id=item.order_id, status=item.status or OrderStatus.PENDING
     )
@@ -83,7 +70,7 @@ def initiate_result(item: InitiateItem) -> Opened | NotOpened:
 def batch_out(items: Sequence[OrderItem]) -> BatchOut:
     return BatchOut(
         results=[
-            NotDecided(order_id=i.order_id, error=item_error(i.error))
+            NotDecided(order_id=i.order_id, error=i.error)
             if i.error is not None
             else Decided(order_id=i.order_id, status=i.status or OrderStatus.PENDING)
             for i in items
@@ -95,7 +82,7 @@ def batch_out(items: Sequence[OrderItem]) -> BatchOut:
 
 
 @router.post("", response_model=InitiateOut, summary="Initiate transfers: one order per resource")
-async def initiate(body: InitiateIn, principal: PrincipalDep, service: ServiceDep) -> InitiateOut:
+async def initiate(body: InitiateIn, principal: PrincipalDep, service: TransfersDep) -> InitiateOut:
     received_at = received()
     items = await service.initiate(
         principal,
@@ -109,7 +96,7 @@ async def initiate(body: InitiateIn, principal: PrincipalDep, service: ServiceDe
 
 
 @router.post("/validate", response_model=ValidateOut, summary="Dry run: every blocker of every resource")
-async def validate(body: ValidateIn, principal: PrincipalDep, service: ServiceDep) -> ValidateOut:
+async def validate(body: ValidateIn, principal: PrincipalDep, service: TransfersDep) -> ValidateOut:
     received_at = received()
     results = await service.validate(
         principal,
@@ -121,7 +108,7 @@ async def validate(body: ValidateIn, principal: PrincipalDep, service: ServiceDe
         results=[
             ResourceBlockers(
                 resource_id=r.resource_id,
-                blockers=[ItemErrorOut(code=b.code, message=b.message) for b in r.blockers],
+                blockers=r.blockers,
             )
             for r in results
         ]
@@ -134,7 +121,7 @@ async def validate(body: ValidateIn, principal: PrincipalDep, service: ServiceDe
 @router.get("", response_model=OrderList, summary="The caller's orders, newest first")
 async def list_orders(
     principal: PrincipalDep,
-    service: ServiceDep,
+    service: TransfersDep,
     role: Annotated[Role | None, Query(description="source or destination; both when absent")] = None,
     status: Annotated[OrderStatus | None, Query()] = None,
     limit: Limit = 20,
@@ -148,7 +135,7 @@ async def list_orders(
 
 
 @router.post("/batch/confirm", response_model=BatchOut, summary="Confirm orders (destination)")
-async def batch_confirm(body: BatchConfirmIn, principal: PrincipalDep, service: ServiceDep) -> BatchOut:
+async def batch_confirm(body: BatchConfirmIn, principal: PrincipalDep, service: TransfersDep) -> BatchOut:
     received_at = received()
     items = await service.confirm(
         principal,
@@ -162,12 +149,12 @@ async def batch_confirm(body: BatchConfirmIn, principal: PrincipalDep, service: 
 
 
 @router.post("/batch/cancel", response_model=BatchOut, summary="Cancel orders (source)")
-async def batch_cancel(body: BatchCancelIn, principal: PrincipalDep, service: ServiceDep) -> BatchOut:
+async def batch_cancel(body: BatchCancelIn, principal: PrincipalDep, service: TransfersDep) -> BatchOut:
     return batch_out(await service.cancel(principal, order_ids=body.order_ids))
 
 
 @router.post("/batch/reject", response_model=BatchOut, summary="Reject orders (destination)")
-async def batch_reject(body: BatchRejectIn, principal: PrincipalDep, service: ServiceDep) -> BatchOut:
+async def batch_reject(body: BatchRejectIn, principal: PrincipalDep, service: TransfersDep) -> BatchOut:
     return batch_out(await service.reject(principal, order_ids=body.order_ids, reason=body.reason))
 
 
@@ -175,13 +162,13 @@ async def batch_reject(body: BatchRejectIn, principal: PrincipalDep, service: Se
 
 
 @router.get("/{order_id}", response_model=OrderOut, summary="One order with its steps and events")
-async def get_order(order_id: OrderId, principal: PrincipalDep, service: ServiceDep) -> OrderOut:
+async def get_order(order_id: OrderId, principal: PrincipalDep, service: TransfersDep) -> OrderOut:
     return order_out(await service.get(principal, order_id))
 
 
 @router.post("/{order_id}/confirm", response_model=OrderOut, summary="Confirm the order (destination)")
 async def confirm(
-    order_id: OrderId, body: ConfirmIn, principal: PrincipalDep, service: ServiceDep
+    order_id: OrderId, body: ConfirmIn, principal: PrincipalDep, service: TransfersDep
 ) -> OrderOut:
     received_at = received()
     order = await service.confirm_order(
@@ -199,7 +186,7 @@ async def confirm(
 async def cancel(
     order_id: OrderId,
     principal: PrincipalDep,
-    service: ServiceDep,
+    service: TransfersDep,
     body: Annotated[CancelIn | None, Body()] = None,
 ) -> OrderOut:
     return order_out(await service.cancel_order(principal, order_id))
@@ -209,7 +196,7 @@ async def cancel(
 async def reject(
     order_id: OrderId,
     principal: PrincipalDep,
-    service: ServiceDep,
+    service: TransfersDep,
     body: Annotated[RejectIn | None, Body()] = None,
 ) -> OrderOut:
     reason = body.reason if body is not None else None

@@ -28,7 +28,7 @@ from domain.models import (
     Resource,
 )
 from domain.verification import new_secret
-from store.repository import TransferStore
+from starter.services.provisioning import ProvisioningService
 
 DEMO_FILE = "demo.json"
 REGION = "cn-hangzhou"
@@ -82,9 +82,6 @@ class Demo(BaseModel):
     accounts: list[DemoAccount] = Field(default_factory=list)
     organization: DemoOrganization | None = None
     resources: list[DemoResource] = Field(default_factory=list)
-
-    def account(self, account_id: str) -> DemoAccount | None:
-        return next((a for a in self.accounts if a.id == account_id), None)
 
 
 def _token(account_id: str) -> str:
@@ -203,7 +200,7 @@ def save(data_dir: Path, demo: Demo) -> None:
     os.replace(temporary, path)
 
 
-async def apply(store: TransferStore, demo: Demo, *, now: datetime | None = None) -> None:
+async def apply(store: ProvisioningService, demo: Demo, *, now: datetime | None = None) -> None:
     """Writes the demo into the database. Idempotent: repeating it with the same plan changes nothing."""
     now = now or datetime.now(UTC)
     for entry in demo.accounts:

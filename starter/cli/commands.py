@@ -15,7 +15,6 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -33,22 +32,22 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.service import RPCError
 
-from domain.codes import ErrorCode, TransferError
-from domain.models import ID_PATTERN, Order, OrderStatus, Principal, ReceivingConfig
+from domain.codes import ErrorCode
+from domain.models import ID_PATTERN, Order, OrderStatus, Principal, ReceivingConfig, Role
+from domain.refusals import TransferError
 from domain.verification import STEP_SECONDS, code_at
 from logs import configure_logging
 from settings import ConfirmWindow, Settings, connect_temporal
 from starter.client import TransferClient
-from starter.service import InitiateItem, OnItemAnswered, OrderItem, TransferService
-from store.db import create_engine, migrate
-from store.repository import TransferStore
-from store.tables import VerificationRow
+from starter.services.provisioning import ProvisioningService
+from starter.services.transfers import InitiateItem, OnItemAnswered, OrderItem, TransferService
+from store.accounts import AccountStore
+from store.db import Database, migrate
+from store.verifications import VerificationStore
 
 app = typer.Typer(
     name="transfer",
@@ -220,7 +219,7 @@ def dev(
     ] = True,
 ) -> None:
     """Run the whole stack: Temporal dev server (SQLite, UI), worker and API, data in one folder."""
-    from starter import devstack
+    from starter.devstack import stack as devstack
 
     try:
         window = parse_window(confirm_window)
@@ -257,7 +256,7 @@ def worker_command() -> None:
 @app.command()
 def api() -> None:
     """Serve the HTTP API on TRANSFER_API_HOST:TRANSFER_API_PORT until SIGTERM or SIGINT."""
-    from starter.devstack import api_server
+    from starter.devstack.stack import api_server
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -311,12 +310,12 @@ def code(
 
     async def work() -> int:
         _check_ids([account_id], "account id")
-        async with _database(settings) as engine:
-            account = await TransferStore(engine).get_account(account_id)
+        current = int(datetime.now(UTC).timestamp()) // STEP_SECONDS
+        async with _database(settings) as db, db.read() as session:
+            account = await AccountStore(session).get(account_id)
             if account is None:
                 raise CliFailure(f"unknown account {account_id!r}")
-            current = int(datetime.now(UTC).timestamp()) // STEP_SECONDS
-            used = await _used_steps(engine, account_id, {current, current + 1})
+            used = await VerificationStore(session).used_steps(account_id, {current, current + 1})
         step = next((s for s in (current, current + 1) if s not in used), None)
         if step is None:
             raise CliFailure("the codes of this and the next 30 s are used: try again in a few seconds")
@@ -326,23 +325,7 @@ def code(
     _run(work)
 
 
-async def _used_steps(engine: AsyncEngine, account_id: str, steps: set[int]) -> set[int]:
-    """The time steps among `steps` whose code the account has used (codes are single-use)."""
-    async with engine.connect() as connection:
-        rows = await connection.scalars(
-            select(VerificationRow.time_step).where(
-                VerificationRow.account_id == account_id, VerificationRow.time_step.in_(steps)
-            )
-        )
-        return set(rows)
-
-
 # --- operator commands ----------------------------------------------------------------------------
-
-
-class Role(StrEnum):
-    SOURCE = "source"
-    DESTINATION = "destination"
 
 
 def _safe_url(url: str) -> str:
@@ -360,18 +343,18 @@ def _check_ids(ids: Sequence[str], what: str) -> None:
 
 
 @asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[AsyncEngine]:
+async def _database(settings: Settings) -> AsyncIterator[Database]:
     url = settings.effective_database_url
-    engine = create_engine(url)
+    db = Database.at(url)
     try:
-        yield engine
+        yield db
     except SQLAlchemyError as error:
         raise CliFailure(
             f"database {_safe_url(url)} is not ready ({type(error).__name__}): "
             "run `transfer migrate` or start `transfer dev`"
         ) from None
     finally:
-        await engine.dispose()
+        await db.dispose()
 
 
 @asynccontextmanager
@@ -381,9 +364,8 @@ async def _operator(
     """The service and the caller's principal, checked in SPEC order: UNAUTHENTICATED, then `check`
     (VALIDATION_ERROR of the arguments), both before anything reaches Temporal."""
     settings = _settings()
-    async with _database(settings) as engine:
-        store = TransferStore(engine)
-        principal = await store.principal_for_token(token) if token else None
+    async with _database(settings) as db:
+        principal = await ProvisioningService(db).principal_for_token(token) if token else None
         if principal is None:
             _fail(ErrorCode.UNAUTHENTICATED)
         if check is not None:
@@ -399,7 +381,7 @@ async def _operator(
         transfers = TransferClient(
             client, task_queue=settings.task_queue, confirm_window=settings.confirm_window
         )
-        yield TransferService(transfers, store), principal
+        yield TransferService(transfers, db), principal
 
 
 async def _with_progress(total: int, description: str, work: Callable[[OnItemAnswered], Awaitable[_T]]) -> _T:
@@ -669,7 +651,7 @@ def list_orders(
         async with _operator(token, temporal=False) as (service, principal):
             orders, next_cursor = await service.list(
                 principal,
-                role=role.value if role is not None else None,
+                role=role,
                 status=status,
                 limit=limit,
                 cursor=cursor,

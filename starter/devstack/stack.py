@@ -43,11 +43,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 import worker
 from settings import Settings
-from starter import seed
-from starter.api import create_app
-from starter.binaries import find_binary, temporal_cli
-from store.db import create_engine, migrate
-from store.repository import TransferStore
+from starter.api.app import create_app
+from starter.devstack import seed
+from starter.devstack.binaries import find_binary, temporal_cli
+from starter.services.provisioning import ProvisioningService
+from store.db import Database, migrate
 from workflows import search_attributes
 
 log = structlog.get_logger(__name__)
@@ -309,15 +309,15 @@ async def prepare(settings: Settings, seed_demo: bool, temporal: TemporalServer)
             # A new folder: a fresh plan (new tokens and secrets), keeping a generated admin token.
             demo = seed.plan().model_copy(update={"admin_token": demo.admin_token})
             seed.save(data_dir, demo)  # the plan first: an interrupted seed resumes with the same data
-        engine = create_engine(settings.effective_database_url)
+        db = Database.at(settings.effective_database_url)
         try:
-            store = TransferStore(engine)
+            provisioning = ProvisioningService(db)
             # Seeded once; again only if the database lost the accounts (a deleted transfer.db).
-            if not demo.seeded or await store.get_account(demo.accounts[0].id) is None:
-                await seed.apply(store, demo)
+            if not demo.seeded or await provisioning.principal_for_token(demo.accounts[0].token) is None:
+                await seed.apply(provisioning, demo)
                 seeded_now = True
         finally:
-            await engine.dispose()
+            await db.dispose()
         if not demo.seeded:
             demo = demo.model_copy(update={"seeded": True})
             changed = True

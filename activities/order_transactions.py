@@ -1,0 +1,337 @@
+"""The transactions of a transfer order, one unit of work each: the activities' side effects.
+
+Every write is idempotent: repeating it with the same arguments changes nothing and answers the same.
+The SPEC rules are checked here again under the row locks, by calling domain.rules (the service checked
+them before Temporal was reached): the source account's row at open, the resource's row at confirm.
+Refusals raise domain.refusals.TransferError.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from domain import rules
+from domain.codes import ErrorCode
+from domain.models import (
+    Action,
+    Event,
+    Order,
+    OrderStatus,
+    Outcome,
+    ReceivingConfig,
+    Refusal,
+    StepName,
+)
+from domain.refusals import TransferError, refusal
+from store.accounts import AccountStore
+from store.db import Database
+from store.orders import OrderStore
+from store.resources import ResourceStore
+from store.verifications import VerificationStore
+
+# The status each decision gives a pending order, and the action its event records.
+DECISIONS = {
+    OrderStatus.TRANSFERRING: Action.CONFIRM,
+    OrderStatus.CANCELLED: Action.CANCEL,
+    OrderStatus.REJECTED: Action.REJECT,
+    OrderStatus.EXPIRED: Action.EXPIRE,
+}
+ENDINGS = {OrderStatus.COMPLETED: Action.COMPLETE, OrderStatus.FAILED: Action.FAIL}
+
+
+class OrderTransactions:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def verify_code(
+        self,
+        *,
+        verification_id: str,
+        account_id: str,
+        code: str,
+        received_at: datetime,
+        order_id: str | None = None,
+    ) -> None:
+        """The acting account's risk-control verification (store.verifications)."""
+        async with self._db.write() as session:
+            await VerificationStore(session).verify(
+                verification_id=verification_id,
+                account_id=account_id,
+                code=code,
+                received_at=received_at,
+                order_id=order_id,
+            )
+
+    async def get_order(self, order_id: str) -> Order | None:
+        async with self._db.read() as session:
+            return await OrderStore(session).get(order_id)
+
+    async def account_refusal(
+        self, source_account_id: str, destination_account_id: str, *, excluding_order_id: str | None = None
+    ) -> Refusal | None:
+        """The request-level account rules of initiate (read-only): the first failure, or None."""
+        async with self._db.read() as session:
+            pair = await OrderStore(session).account_pair(
+                source_account_id, destination_account_id, excluding=excluding_order_id, lock=False
+            )
+        if pair is None:
+            raise TransferError(ErrorCode.VALIDATION_ERROR, "unknown account")
+        return rules.pair_refusal(pair)
+
+    async def open_order(
+        self,
+        *,
+        order_id: str,
+        resource_id: str,
+        source_account_id: str,
+        destination_account_id: str,
+        agreement_version: str,
+        created_at: datetime,
+        expires_at: datetime,
+        actor_account_id: str,
+    ) -> Order:
+        """The account and resource rules under the source's row lock, the resource lock, a pending order.
+
+        An existing order_id is answered unchanged, without checking the rules again.
+        """
+        async with self._db.write() as session:
+            orders, resources = OrderStore(session), ResourceStore(session)
+            pair = await orders.account_pair(
+                source_account_id, destination_account_id, excluding=order_id, lock=True
+            )
+            if (existing := await orders.get(order_id)) is not None:
+                return existing
+            if pair is None:
+                raise TransferError(ErrorCode.VALIDATION_ERROR, "unknown account")
+            resource = await resources.get(resource_id)
+            found = rules.pair_refusal(pair) or rules.first_blocker(
+                resource, source_account_id=source_account_id, now=created_at
+            )
+            if found is not None:
+                raise TransferError.of(found)
+            assert resource is not None
+            locked = await resources.take_lock(
+                resource_id, owner_account_id=source_account_id, order_id=order_id
+            )
+            order = Order(
+                order_id=order_id,
+                resource_id=resource_id,
+                product=resource.product,
+                source_account_id=source_account_id,
+                destination_account_id=destination_account_id,
+                status=OrderStatus.PENDING,
+                created_at=created_at,
+                expires_at=expires_at,
+                agreement_version=agreement_version,
+            )
+            if not (locked and await orders.add(order)):
+                raise TransferError(ErrorCode.RESOURCE_IN_TRANSFER)
+            initiated = Event(
+                at=created_at,
+                actor_account_id=actor_account_id,
+                action=Action.INITIATE,
+                outcome=Outcome.ACCEPTED,
+            )
+            await orders.add_event(f"{order_id}:{Action.INITIATE}", order_id, initiated)
+            return await _must(orders, order_id)
+
+    async def confirmation_refusal(self, order_id: str, *, at: datetime) -> Refusal | None:
+        """Every rule of initiate again at `at`, then INSTANCE_NOT_STOPPED: the first failure, or None.
+
+        Read-only. The order's own lock and the order itself (as a prior destination) do not count.
+        """
+        async with self._db.read() as session:
+            return await _confirmation_refusal(session, order_id, at=at, lock=False)
+
+    async def decide(
+        self,
+        order_id: str,
+        *,
+        status: OrderStatus,
+        at: datetime,
+        actor_account_id: str | None,
+        receiving_config: ReceivingConfig | None = None,
+        reason: str | None = None,
+    ) -> Order:
+        """A pending order becomes transferring (confirm) or cancelled / rejected / expired.
+
+        Exactly one decision wins. Asking for the status the order already has answers the order;
+        any other status refuses with ORDER_NOT_PENDING (details.status). Every decision but a
+        confirm releases the lock. A confirm checks confirmation_refusal once more under the
+        resource's row lock, so a start racing the confirm cannot slip in after the check.
+        """
+        if status not in DECISIONS:
+            raise ValueError(f"an order cannot be decided to {status}")
+        values: dict[str, Any] = {"status": status}
+        if status is OrderStatus.TRANSFERRING:
+            values["confirmed_at"] = at
+            values["receiving_config"] = receiving_config.model_dump() if receiving_config else None
+        event = Event(
+            at=at,
+            actor_account_id=actor_account_id,
+            action=DECISIONS[status],
+            outcome=Outcome.ACCEPTED,
+            reason=reason,
+        )
+        return await self._transition(order_id, OrderStatus.PENDING, values, event)
+
+    async def finish(
+        self, order_id: str, *, status: OrderStatus, at: datetime, failure: Refusal | None = None
+    ) -> Order:
+        """A transferring order becomes completed or failed and releases the lock. Idempotent like decide."""
+        if status not in ENDINGS:
+            raise ValueError(f"an order cannot finish as {status}")
+        values: dict[str, Any] = {
+            "status": status,
+            "failure_code": failure.code if failure else None,
+            "failure_message": failure.message if failure else None,
+        }
+        if status is OrderStatus.COMPLETED:
+            values["completed_at"] = at
+        event = Event(
+            at=at,
+            actor_account_id=None,
+            action=ENDINGS[status],
+            outcome=Outcome.ACCEPTED,
+            code=failure.code if failure else None,
+        )
+        return await self._transition(order_id, OrderStatus.TRANSFERRING, values, event)
+
+    async def record_event(self, *, event_id: str, order_id: str, event: Event) -> None:
+        """Appends an event (a refused attempt, say) once per event_id."""
+        async with self._db.write() as session:
+            await OrderStore(session).add_event(event_id, order_id, event)
+
+    async def start_step(self, order_id: str, name: StepName, *, at: datetime, attempt: int) -> None:
+        async with self._db.write() as session:
+            await OrderStore(session).start_step(order_id, name, at=at, attempt=attempt)
+
+    async def finish_step(
+        self, order_id: str, name: StepName, *, at: datetime, error: Refusal | None = None
+    ) -> None:
+        async with self._db.write() as session:
+            await OrderStore(session).finish_step(order_id, name, at=at, error=error)
+
+    # -- hand-off and compensation: the order must be transferring ------------------------------
+
+    async def reassign_ownership(self, order_id: str) -> None:
+        """The resource passes from the source to the destination. Its status is untouched: a VPC
+        ECS instance stays stopped."""
+        await self._move(order_id, to_destination=True)
+
+    async def restore_ownership(self, order_id: str) -> None:
+        """The resource goes back to the source if the destination holds it."""
+        await self._move(order_id, to_destination=False)
+
+    async def hand_off_billing(self, order_id: str, *, cut_over_at: datetime) -> None:
+        """From cut_over_at on the destination pays. A frozen destination refuses it (ACCOUNT_FROZEN)."""
+        async with self._db.write() as session:
+            orders = OrderStore(session)
+            order = await _transferring(orders, order_id)
+            if await orders.handed_off(order_id):
+                return
+            destination = await AccountStore(session).get(order.destination_account_id)
+            if destination is None or destination.frozen:
+                raise TransferError(ErrorCode.ACCOUNT_FROZEN)
+            await orders.add_handoff(order, cut_over_at=cut_over_at)
+
+    async def restore_billing(self, order_id: str, *, at: datetime) -> None:
+        """Reverts the billing hand-off, once; without a hand-off there is nothing to revert."""
+        async with self._db.write() as session:
+            orders = OrderStore(session)
+            await _transferring(orders, order_id)
+            await orders.revert_handoff(order_id, at=at)
+
+    async def apply_receiving_config(self, order_id: str) -> None:
+        """Writes the confirm's receiving_config onto the resource: its resource group, and its tags
+        merged over the resource's (a key it names takes the new value)."""
+        async with self._db.write() as session:
+            orders, resources = OrderStore(session), ResourceStore(session)
+            order = await _transferring(orders, order_id)
+            stored = await orders.receiving_config(order_id)
+            if stored is None:
+                return
+            config = ReceivingConfig.model_validate(stored)
+            resource = await resources.get(order.resource_id, lock=True)
+            if resource is None:
+                raise TransferError(ErrorCode.RESOURCE_NOT_FOUND)
+            changes: dict[str, Any] = {}
+            if config.resource_group is not None:
+                changes["resource_group"] = config.resource_group
+            if config.tags:
+                changes["tags"] = {**resource.tags, **config.tags}
+            await resources.change(resource.id, changes)
+
+    async def _move(self, order_id: str, *, to_destination: bool) -> None:
+        async with self._db.write() as session:
+            order = await _transferring(OrderStore(session), order_id)
+            source, destination = order.source_account_id, order.destination_account_id
+            to = destination if to_destination else source
+            resources = ResourceStore(session)
+            if await resources.move_owner(
+                order.resource_id,
+                order_id=order_id,
+                from_account_id=source if to_destination else destination,
+                to_account_id=to,
+            ):
+                return
+            resource = await resources.get(order.resource_id)
+            if resource is None or resource.owner_account_id != to:
+                raise TransferError(ErrorCode.RESOURCE_NOT_FOUND)
+
+    async def _transition(
+        self, order_id: str, from_status: OrderStatus, values: dict[str, Any], event: Event
+    ) -> Order:
+        """Moves the order from `from_status` to values["status"] if no one else moved it first."""
+        to_status: OrderStatus = values["status"]
+        async with self._db.write() as session:
+            orders = OrderStore(session)
+            order = await orders.get(order_id, lock=True)
+            if order is None:
+                raise TransferError(ErrorCode.ORDER_NOT_FOUND)
+            if order.status is from_status and to_status is OrderStatus.TRANSFERRING:
+                found = await _confirmation_refusal(session, order_id, at=values["confirmed_at"], lock=True)
+                if found is not None:
+                    raise TransferError.of(found)
+            if not await orders.transition(order_id, from_status, values):
+                current = await _must(orders, order_id)
+                if current.status is to_status:
+                    return current
+                raise TransferError(ErrorCode.ORDER_NOT_PENDING, details={"status": current.status.value})
+            if to_status.is_terminal:
+                await ResourceStore(session).release_lock(order_id)
+            await orders.add_event(f"{order_id}:{event.action}", order_id, event)
+            return await _must(orders, order_id)
+
+
+async def _confirmation_refusal(session: Any, order_id: str, *, at: datetime, lock: bool) -> Refusal | None:
+    """The facts of rules.confirmation_refusal; with `lock` the resource's row is locked (a start of the
+    instance locks it too, so the two serialize)."""
+    orders = OrderStore(session)
+    order = await orders.get(order_id)
+    if order is None:
+        return refusal(ErrorCode.ORDER_NOT_FOUND)
+    pair = await orders.account_pair(
+        order.source_account_id, order.destination_account_id, excluding=order_id, lock=False
+    )
+    assert pair is not None, "an order's source account exists"
+    resource = await ResourceStore(session).get(order.resource_id, lock=lock)
+    return rules.confirmation_refusal(pair, resource, order_id=order_id, now=at)
+
+
+async def _transferring(orders: OrderStore, order_id: str) -> Order:
+    """The order, row-locked, if it is transferring: the hand-off steps run only then."""
+    order = await orders.get(order_id, lock=True)
+    if order is None:
+        raise TransferError(ErrorCode.ORDER_NOT_FOUND)
+    if order.status is not OrderStatus.TRANSFERRING:
+        raise TransferError(ErrorCode.ORDER_NOT_PENDING, details={"status": order.status.value})
+    return order
+
+
+async def _must(orders: OrderStore, order_id: str) -> Order:
+    order = await orders.get(order_id)
+    if order is None:
+        raise LookupError(f"order {order_id!r} vanished inside its transaction")
+    return order

@@ -1,0 +1,1 @@
+"""The API's routers, one module per part of SPEC §5: transfers, resources, organization, admin."""

@@ -1,0 +1,80 @@
+"""Accounts and their credentials (root tokens and RAM users): rows in, domain models out."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.models import Account, Principal
+from store.queries import get, insert_once
+from store.tables import AccountRow, CredentialRow
+
+
+def token_digest(token: str) -> str:
+    """Only the SHA-256 of a token is kept: a leaked table grants no access."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AccountStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, account_id: str, *, lock: bool = False) -> Account | None:
+        row = await get(self._session, AccountRow, account_id, lock=lock)
+        return Account.model_validate(row, from_attributes=True) if row else None
+
+    async def add(self, account: Account, *, created_at: Any) -> bool:
+        """Inserts the account; False if one with its id exists (a concurrent twin, say)."""
+        return await insert_once(
+            self._session, AccountRow, {**account.model_dump(), "created_at": created_at}
+        )
+
+    async def update(self, account_id: str, changes: dict[str, Any]) -> None:
+        row = await get(self._session, AccountRow, account_id, lock=True)
+        assert row is not None, "update an account read under lock first"
+        for name, value in changes.items():
+            setattr(row, name, value)
+
+    async def verified_of_entity(self, entity_id: str, *, other_than: str) -> int:
+        """How many other accounts of the entity are verified. On PostgreSQL an advisory lock per entity
+        serializes the entity's verifications until commit (a new account is an INSERT no row lock covers)."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            key = func.hashtextextended(entity_id, 0)
+            await self._session.execute(select(func.pg_advisory_xact_lock(key)))
+        count = await self._session.scalar(
+            select(func.count())
+            .select_from(AccountRow)
+            .where(
+                AccountRow.entity_id == entity_id, AccountRow.verified.is_(True), AccountRow.id != other_than
+            )
+        )
+        return count or 0
+
+    async def existing_ids(self, account_ids: set[str]) -> set[str]:
+        return set(await self._session.scalars(select(AccountRow.id).where(AccountRow.id.in_(account_ids))))
+
+    # -- credentials ------------------------------------------------------------------------------
+
+    async def credential(self, token: str) -> tuple[Principal, str | None] | None:
+        """The principal a token names, and the credential's name."""
+        row: CredentialRow | None = await self._session.scalar(
+            select(CredentialRow).where(CredentialRow.token_sha256 == token_digest(token))
+        )
+        if row is None:
+            return None
+        principal = Principal(kind=row.kind, account_id=row.account_id, ram_user_id=row.ram_user_id)
+        return principal, row.name
+
+    async def add_credential(self, principal: Principal, *, token: str, name: str | None) -> bool:
+        """Keeps sha256(token) for the principal; False if the token or the RAM user id is taken."""
+        values = {
+            "account_id": principal.account_id,
+            "kind": principal.kind,
+            "ram_user_id": principal.ram_user_id,
+            "name": name,
+            "token_sha256": token_digest(token),
+        }
+        return await insert_once(self._session, CredentialRow, values)

@@ -1,0 +1,230 @@
+"""Transfer orders with their steps, events and billing hand-offs: rows in, domain models out."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.models import (
+    AccountPair,
+    Event,
+    Order,
+    OrderStatus,
+    PriorDestination,
+    Refusal,
+    Role,
+    Step,
+    StepName,
+    StepStatus,
+)
+from store import convert
+from store.accounts import AccountStore
+from store.queries import NO_SYNC, get, insert_once, must_get, rowcount
+from store.tables import AccountRow, BillingHandoffRow, OrderEventRow, OrderRow, OrderStepRow
+
+# Orders whose destination counts for the destination limits.
+COUNTING = [status for status in OrderStatus if status.counts_for_destination_limits]
+
+
+class OrderStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, order_id: str, *, lock: bool = False) -> Order | None:
+        """The order with its steps (by start, then name) and events (in the order they happened)."""
+        row = await get(self._session, OrderRow, order_id, lock=lock)
+        return (await self._with_history([row]))[0] if row else None
+
+    async def add(self, order: Order) -> bool:
+        """Inserts a new order; False if the partial unique index finds another open order of the resource."""
+        values = order.model_dump(exclude={"failure", "steps", "events"})
+        try:
+            async with self._session.begin_nested():
+                self._session.add(OrderRow(**values))
+        except IntegrityError:
+            return False
+        return True
+
+    async def transition(self, order_id: str, from_status: OrderStatus, values: dict[str, Any]) -> bool:
+        """Moves the order out of `from_status` if no one moved it first; True if this call did."""
+        return (
+            await rowcount(
+                self._session,
+                update(OrderRow)
+                .where(OrderRow.order_id == order_id, OrderRow.status == from_status)
+                .values(**values),
+            )
+            == 1
+        )
+
+    async def receiving_config(self, order_id: str) -> dict[str, Any] | None:
+        return (await must_get(self._session, OrderRow, order_id)).receiving_config
+
+    async def page(
+        self,
+        *,
+        account_ids: set[str],
+        role: Role | None,
+        status: OrderStatus | None,
+        limit: int,
+        after: tuple[datetime, str] | None,
+    ) -> tuple[list[Order], bool]:
+        """Orders whose source (or destination, or either when role is None) is one of the accounts,
+        newest first, after the (created_at, order_id) key `after`; and whether more follow."""
+        if not account_ids:
+            return [], False
+        as_source = OrderRow.source_account_id.in_(account_ids)
+        as_destination = OrderRow.destination_account_id.in_(account_ids)
+        party = {
+            Role.SOURCE: as_source,
+            Role.DESTINATION: as_destination,
+            None: or_(as_source, as_destination),
+        }
+        query = select(OrderRow).where(party[role])
+        if status is not None:
+            query = query.where(OrderRow.status == status)
+        if after is not None:
+            created_at, order_id = after
+            query = query.where(
+                or_(
+                    OrderRow.created_at < created_at,
+                    and_(OrderRow.created_at == created_at, OrderRow.order_id < order_id),
+                )
+            )
+        # One row more than the page tells whether another page follows.
+        query = query.order_by(OrderRow.created_at.desc(), OrderRow.order_id.desc()).limit(limit + 1)
+        rows = list(await self._session.scalars(query))
+        return await self._with_history(rows[:limit]), len(rows) > limit
+
+    async def account_pair(
+        self, source_account_id: str, destination_account_id: str, *, excluding: str | None, lock: bool
+    ) -> AccountPair | None:
+        """The facts of the account rules (None: no such source). With `lock` the source's row is locked
+        first, so opens from one source serialize and the limits count every order committed before."""
+        accounts = AccountStore(self._session)
+        source = await accounts.get(source_account_id, lock=lock)
+        if source is None:
+            return None
+        return AccountPair(
+            source=source,
+            destination=await accounts.get(destination_account_id),
+            prior_destinations=await self._prior_destinations(source_account_id, excluding=excluding),
+        )
+
+    async def _prior_destinations(
+        self, source_account_id: str, *, excluding: str | None
+    ) -> list[PriorDestination]:
+        """Destinations of the source's pending, transferring and completed orders but `excluding`."""
+        query = (
+            select(AccountRow.id, AccountRow.kind, AccountRow.entity_id)
+            .join(OrderRow, OrderRow.destination_account_id == AccountRow.id)
+            .where(OrderRow.source_account_id == source_account_id, OrderRow.status.in_(COUNTING))
+            .distinct()
+        )
+        if excluding is not None:
+            query = query.where(OrderRow.order_id != excluding)
+        return [
+            PriorDestination(account_id=id_, kind=kind, entity_id=entity_id)
+            for id_, kind, entity_id in await self._session.execute(query)
+        ]
+
+    # -- the detailed procedure: events and steps --------------------------------------------------
+
+    async def add_event(self, event_id: str, order_id: str, event: Event) -> None:
+        """Appends an event once per event_id (a retried write records it once)."""
+        await insert_once(
+            self._session, OrderEventRow, {"event_id": event_id, "order_id": order_id, **event.model_dump()}
+        )
+
+    async def start_step(self, order_id: str, name: StepName, *, at: datetime, attempt: int) -> None:
+        """The step is running its `attempt`; started_at stays the first start's, and a step that already
+        succeeded stays as it is."""
+        running = {"status": StepStatus.RUNNING, "attempts": attempt, "finished_at": None}
+        running |= {"error_code": None, "error_message": None}
+        await self._write_step(order_id, name, at=at, values=running, unless=StepStatus.SUCCEEDED)
+
+    async def finish_step(
+        self, order_id: str, name: StepName, *, at: datetime, error: Refusal | None
+    ) -> None:
+        """The running step succeeded, or failed with `error`; a step that is not running stays as it is.
+        A step never started is recorded as one attempt that took no time."""
+        ended = {
+            "status": StepStatus.FAILED if error else StepStatus.SUCCEEDED,
+            "finished_at": at,
+            "error_code": error.code if error else None,
+            "error_message": error.message if error else None,
+        }
+        await self._write_step(
+            order_id, name, at=at, values={"attempts": 1, **ended}, only=StepStatus.RUNNING
+        )
+
+    async def _write_step(
+        self,
+        order_id: str,
+        name: StepName,
+        *,
+        at: datetime,
+        values: dict[str, Any],
+        unless: StepStatus | None = None,
+        only: StepStatus | None = None,
+    ) -> None:
+        if await insert_once(
+            self._session, OrderStepRow, {"order_id": order_id, "name": name, "started_at": at, **values}
+        ):
+            return
+        statement = update(OrderStepRow).where(OrderStepRow.order_id == order_id, OrderStepRow.name == name)
+        if unless is not None:
+            statement = statement.where(OrderStepRow.status != unless)
+        if only is not None:
+            statement = statement.where(OrderStepRow.status == only)
+            values = {k: v for k, v in values.items() if k != "attempts"}
+        await self._session.execute(statement.values(**values), execution_options=NO_SYNC)
+
+    # -- billing hand-off ---------------------------------------------------------------------------
+
+    async def handed_off(self, order_id: str) -> bool:
+        return await self._session.get(BillingHandoffRow, order_id) is not None
+
+    async def add_handoff(self, order: Order, *, cut_over_at: datetime) -> None:
+        values = {
+            "order_id": order.order_id,
+            "resource_id": order.resource_id,
+            "from_account_id": order.source_account_id,
+            "to_account_id": order.destination_account_id,
+            "cut_over_at": cut_over_at,
+        }
+        await insert_once(self._session, BillingHandoffRow, values)
+
+    async def revert_handoff(self, order_id: str, *, at: datetime) -> None:
+        """Marks the hand-off reverted, once; without a hand-off there is nothing to revert."""
+        await self._session.execute(
+            update(BillingHandoffRow)
+            .where(BillingHandoffRow.order_id == order_id, BillingHandoffRow.reverted_at.is_(None))
+            .values(reverted_at=at),
+            execution_options=NO_SYNC,
+        )
+
+    async def _with_history(self, rows: Sequence[OrderRow]) -> list[Order]:
+        """The orders with their steps and events: two queries for any number of orders."""
+        ids = [row.order_id for row in rows]
+        steps: dict[str, list[Step]] = defaultdict(list)
+        for step in await self._session.scalars(
+            select(OrderStepRow)
+            .where(OrderStepRow.order_id.in_(ids))
+            .order_by(OrderStepRow.started_at, OrderStepRow.name)
+        ):
+            steps[step.order_id].append(convert.step(step))
+        events: dict[str, list[Event]] = defaultdict(list)
+        for event in await self._session.scalars(
+            select(OrderEventRow)
+            .where(OrderEventRow.order_id.in_(ids))
+            .order_by(OrderEventRow.at, OrderEventRow.id)
+        ):
+            events[event.order_id].append(Event.model_validate(event, from_attributes=True))
+        return [convert.order(row, steps[row.order_id], events[row.order_id]) for row in rows]

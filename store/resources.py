@@ -1,0 +1,191 @@
+"""Resources and their charges (the billing ledger): rows in, domain models out.
+
+The resource lock (SPEC §3) is the column `locked_by_order_id`: `take_lock` is one conditional UPDATE,
+so whoever changes the row holds the resource; orders.uq_orders_open_resource_id guards it a second time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.codes import ErrorCode
+from domain.models import CENT, MAX_MONEY, Charge, ChargeKind, Product, Resource
+from domain.refusals import TransferError
+from store.queries import NO_SYNC, get, insert_once, rowcount
+from store.tables import BillingHandoffRow, ChargeRow, ResourceRow
+
+
+def _resource(row: ResourceRow) -> Resource:
+    return Resource.model_validate(row, from_attributes=True)
+
+
+def _charge(row: ChargeRow) -> Charge:
+    return Charge.model_validate(row, from_attributes=True)
+
+
+def ledger_amount(amount: Decimal) -> Decimal:
+    """A computed charge the ledger can hold; a larger one is refused as bad input, not a crash. Money is
+    never rounded here: the caller decides how (a refund rounds down)."""
+    if amount != amount.quantize(CENT):
+        raise ValueError(f"money has at most two decimal places: {amount}")
+    if abs(amount) > MAX_MONEY:
+        raise TransferError(
+            ErrorCode.VALIDATION_ERROR, f"the charge {amount} exceeds the ledger's limit of {MAX_MONEY}"
+        )
+    return amount
+
+
+class ResourceStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, resource_id: str, *, lock: bool = False) -> Resource | None:
+        row = await get(self._session, ResourceRow, resource_id, lock=lock)
+        return _resource(row) if row else None
+
+    async def add(self, resource: Resource) -> bool:
+        """Inserts the resource; False if one with its id exists."""
+        return await insert_once(self._session, ResourceRow, resource.model_dump())
+
+    async def owned_by(self, owner_account_ids: set[str]) -> list[Resource]:
+        """The resources these accounts own, released ones excluded, oldest first."""
+        rows = await self._session.scalars(
+            select(ResourceRow)
+            .where(ResourceRow.owner_account_id.in_(owner_account_ids), ResourceRow.released.is_(False))
+            .order_by(ResourceRow.created_at, ResourceRow.id)
+        )
+        return [_resource(row) for row in rows]
+
+    async def change(self, resource_id: str, values: dict[str, Any]) -> Resource:
+        """Writes `values` onto a resource the caller read under lock."""
+        row = await get(self._session, ResourceRow, resource_id, lock=True)
+        assert row is not None, "change a resource read under lock first"
+        for name, value in values.items():
+            setattr(row, name, value)
+        await self._session.flush()
+        return _resource(row)
+
+    async def detach_eips_from(self, instance_id: str) -> None:
+        await self._session.execute(
+            update(ResourceRow)
+            .where(ResourceRow.attached_to == instance_id, ResourceRow.product == Product.EIP)
+            .values(attached_to=None),
+            execution_options=NO_SYNC,
+        )
+
+    # -- the lock and ownership -------------------------------------------------------------------
+
+    async def take_lock(self, resource_id: str, *, owner_account_id: str, order_id: str) -> bool:
+        """THE LOCK: one atomic conditional UPDATE; True if this order now holds the resource."""
+        return (
+            await rowcount(
+                self._session,
+                update(ResourceRow)
+                .where(
+                    ResourceRow.id == resource_id,
+                    ResourceRow.owner_account_id == owner_account_id,
+                    ResourceRow.locked_by_order_id.is_(None),
+                    ResourceRow.released.is_(False),
+                )
+                .values(locked_by_order_id=order_id),
+            )
+            == 1
+        )
+
+    async def release_lock(self, order_id: str) -> None:
+        await self._session.execute(
+            update(ResourceRow)
+            .where(ResourceRow.locked_by_order_id == order_id)
+            .values(locked_by_order_id=None),
+            execution_options=NO_SYNC,
+        )
+
+    async def move_owner(
+        self, resource_id: str, *, order_id: str, from_account_id: str, to_account_id: str
+    ) -> bool:
+        """Moves the resource between an order's parties, only while that order holds its lock."""
+        moved = await rowcount(
+            self._session,
+            update(ResourceRow)
+            .where(
+                ResourceRow.id == resource_id,
+                ResourceRow.owner_account_id == from_account_id,
+                ResourceRow.locked_by_order_id == order_id,
+            )
+            .values(owner_account_id=to_account_id),
+        )
+        return moved == 1
+
+    # -- charges ----------------------------------------------------------------------------------
+
+    async def charges(self, resource_id: str) -> list[Charge]:
+        rows = await self._session.scalars(
+            select(ChargeRow).where(ChargeRow.resource_id == resource_id).order_by(ChargeRow.id)
+        )
+        return [_charge(row) for row in rows]
+
+    async def charges_by_key(self, key: str) -> list[Charge]:
+        """The charges an idempotency key names (a repeated request answers them)."""
+        rows = await self._session.scalars(
+            select(ChargeRow).where(ChargeRow.idempotency_key == key).order_by(ChargeRow.id)
+        )
+        return [_charge(row) for row in rows]
+
+    async def has_charge(self, charge_id: int) -> bool:
+        return await self._session.get(ChargeRow, charge_id) is not None
+
+    async def add_charge(
+        self,
+        *,
+        resource_id: str,
+        payer_account_id: str,
+        kind: ChargeKind,
+        amount: Decimal,
+        period: tuple[datetime, datetime],
+        at: datetime,
+        refunds_charge_id: int | None = None,
+        key: str | None = None,
+        order_id: str | None = None,
+    ) -> Charge | None:
+        """Records a charge (a refund is negative). With a key, a second charge of that key is not
+        recorded (None): the caller answers the first, `charges_by_key`."""
+        values = {
+            "resource_id": resource_id,
+            "payer_account_id": payer_account_id,
+            "kind": kind,
+            "amount": ledger_amount(amount),
+            "period_start": period[0],
+            "period_end": period[1],
+            "created_at": at,
+            "refunds_charge_id": refunds_charge_id,
+            "order_id": order_id,
+            "idempotency_key": key,
+        }
+        if key is not None:
+            if not await insert_once(self._session, ChargeRow, values):
+                return None
+            (charge,) = await self.charges_by_key(key)
+            return charge
+        row = ChargeRow(**values)
+        self._session.add(row)
+        await self._session.flush()
+        return _charge(row)
+
+    async def tenure_start(self, resource: Resource) -> datetime | None:
+        """When the current owner's tenure began: the cut-over of the last billing hand-off to it that
+        was not reverted (None: it has owned the resource since it was provisioned)."""
+        return await self._session.scalar(
+            select(BillingHandoffRow.cut_over_at)
+            .where(
+                BillingHandoffRow.resource_id == resource.id,
+                BillingHandoffRow.to_account_id == resource.owner_account_id,
+                BillingHandoffRow.reverted_at.is_(None),
+            )
+            .order_by(BillingHandoffRow.cut_over_at.desc())
+            .limit(1)
+        )

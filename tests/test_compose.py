@@ -421,7 +421,7 @@ def test_worker_entry_point_imports() -> None:
 def test_transfer_entry_point_has_the_subcommands_used(
     services: dict[str, dict[str, Any]], pyproject: dict[str, Any]
 ) -> None:
-    """Needs starter/cli.py (the `transfer` Typer app)."""
+    """Needs starter/cli (the `transfer` Typer app)."""
     app = resolve(pyproject["project"]["scripts"]["transfer"])
     assert isinstance(app, typer.Typer)
     # Typer vendors its own click: ask the command for its subcommands rather than its class.

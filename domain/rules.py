@@ -259,34 +259,22 @@ def order_visible(order: Order, principal: Principal, managed_account_ids: set[s
 
 # --- resources: who may see and act, and the lock during a transfer -------------------------------------
 
-# SPEC §3 "Lock during transfer": refused while an order holds the resource (pending or transferring).
-LOCKED_ACTIONS = frozenset(
-    {
-        ResourceAction.UPGRADE,
-        ResourceAction.DOWNGRADE,
-        ResourceAction.RENEW,
-        ResourceAction.RELEASE,
-        ResourceAction.CHANGE_OS,
-        ResourceAction.CHANGE_BANDWIDTH,
-        ResourceAction.CONVERT_BILLING,
-        ResourceAction.ATTACH,
-    }
-)
-# Refused only once the order holding the resource is confirmed (transferring).
-LOCKED_ONCE_CONFIRMED = frozenset({ResourceAction.START})
-# Stop, detach and auto-renewal stay allowed.
+# SPEC §3 "Lock during transfer": while an order holds the resource (pending or transferring) every owner
+# action is refused except these. An allow-list, so that a new action is locked until someone decides
+# otherwise. (Auto-renewal is the provider's, not an owner action: it stays allowed.)
+ALLOWED_WHILE_LOCKED = frozenset({ResourceAction.STOP, ResourceAction.DETACH})
+# Allowed while the order is pending, refused once it is confirmed (transferring).
+ALLOWED_UNTIL_CONFIRMED = frozenset({ResourceAction.START})
 
 
 def lock_refusal(action: ResourceAction, locking_order: OrderStatus | None) -> ErrorCode | None:
     """RESOURCE_LOCKED_FOR_TRANSFER when `action` may not run while the order holding the resource is in
     `locking_order` status (None: no order holds it)."""
-    if locking_order is None or not locking_order.is_open:
+    if locking_order is None or not locking_order.is_open or action in ALLOWED_WHILE_LOCKED:
         return None
-    if action in LOCKED_ACTIONS or (
-        action in LOCKED_ONCE_CONFIRMED and locking_order is OrderStatus.TRANSFERRING
-    ):
-        return ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER
-    return None
+    if action in ALLOWED_UNTIL_CONFIRMED and locking_order is not OrderStatus.TRANSFERRING:
+        return None
+    return ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER
 
 
 def resource_access_failure(

@@ -6,11 +6,11 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from domain.codes import ErrorCode
-from domain.models import Principal
+from domain.models import OrderStatus, Principal, Role
 from domain.refusals import TransferError
 from settings import Settings
 from starter.services.provisioning import ProvisioningService
@@ -108,3 +108,32 @@ IdempotencyKey = Annotated[
         "(renew, upgrade, convert_billing, auto-renew).",
     ),
 ]
+
+
+# --- list queries (SPEC §5 Shapes: limit 1-100, default 20; a cursor the service issued) --------------
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")] = 20
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = (
+        None
+    )
+
+
+@dataclass(frozen=True)
+class OrderQuery(PageQuery):
+    role: Annotated[Role | None, Query(description="source or destination; both when absent")] = None
+    status: Annotated[OrderStatus | None, Query()] = None
+
+
+@dataclass(frozen=True)
+class ResourceQuery(PageQuery):
+    transferable: Annotated[
+        bool | None,
+        Query(description="true: only resources without blockers; false: only those with blockers"),
+    ] = None
+
+
+OrderQueryDep = Annotated[OrderQuery, Depends()]
+ResourceQueryDep = Annotated[ResourceQuery, Depends()]

@@ -428,6 +428,34 @@ def _report(title: str, key: str, items: Sequence[InitiateItem | OrderItem]) -> 
     return PARTIAL if failures else OK
 
 
+_Answered = InitiateItem | OrderItem
+
+
+def _run_batch(
+    token: str | None,
+    *,
+    check: Callable[[], object],
+    count: int,
+    description: str,
+    title: str,
+    key: str,
+    call: Callable[
+        [TransferService, Principal, OnItemAnswered], Awaitable[Sequence[InitiateItem | OrderItem]]
+    ],
+) -> None:
+    """One batch command: authenticate, check the arguments, call the service with a progress bar and
+    print one result per item."""
+
+    async def work() -> int:
+        async with _operator(token, check=check) as (service, principal):
+            items = await _with_progress(
+                count, description, lambda advance: call(service, principal, advance)
+            )
+        return _report(title, key, items)
+
+    _run(work)
+
+
 @app.command()
 def initiate(
     resource_ids: Annotated[list[str], typer.Argument(help="Resources to transfer (1 to 100).")],
@@ -438,27 +466,26 @@ def initiate(
 ) -> None:
     """Open one transfer order per resource, from the caller's account to --to."""
 
-    async def work() -> int:
-        def check() -> None:
-            _check_ids(resource_ids, "resource id")
-            _check_ids([to], "destination account id")
+    def check() -> None:
+        _check_ids(resource_ids, "resource id")
+        _check_ids([to], "destination account id")
 
-        async with _operator(token, check=check) as (service, principal):
-            items = await _with_progress(
-                len(resource_ids),
-                f"initiating {len(resource_ids)} transfer(s) to {to}",
-                lambda advance: service.initiate(
-                    principal,
-                    destination_account_id=to,
-                    resource_ids=resource_ids,
-                    agreement_accepted=agree,
-                    code=code,
-                    progress=advance,
-                ),
-            )
-        return _report(f"Transfers to {to}", "resource", items)
-
-    _run(work)
+    _run_batch(
+        token,
+        check=check,
+        count=len(resource_ids),
+        description=f"initiating {len(resource_ids)} transfer(s) to {to}",
+        title=f"Transfers to {to}",
+        key="resource",
+        call=lambda service, principal, advance: service.initiate(
+            principal,
+            destination_account_id=to,
+            resource_ids=resource_ids,
+            agreement_accepted=agree,
+            code=code,
+            progress=advance,
+        ),
+    )
 
 
 def _parse_tags(tags: Sequence[str]) -> dict[str, str]:
@@ -485,36 +512,34 @@ def confirm(
     token: TokenOption = None,
 ) -> None:
     """Confirm orders as their destination: risk check, ownership and billing hand-off."""
+    receiving: ReceivingConfig | None = None
 
-    async def work() -> int:
-        receiving: ReceivingConfig | None = None
+    def check() -> None:
+        nonlocal receiving
+        _check_ids(order_ids, "order id")
+        tags = _parse_tags(tag or [])
+        if resource_group or tags:
+            try:
+                receiving = ReceivingConfig(resource_group=resource_group, tags=tags)
+            except ValidationError as error:
+                _fail(ErrorCode.VALIDATION_ERROR, str(error.errors()[0]["msg"]))
 
-        def check() -> None:
-            nonlocal receiving
-            _check_ids(order_ids, "order id")
-            tags = _parse_tags(tag or [])
-            if resource_group or tags:
-                try:
-                    receiving = ReceivingConfig(resource_group=resource_group, tags=tags)
-                except ValidationError as error:
-                    _fail(ErrorCode.VALIDATION_ERROR, str(error.errors()[0]["msg"]))
-
-        async with _operator(token, check=check) as (service, principal):
-            items = await _with_progress(
-                len(order_ids),
-                f"confirming {len(order_ids)} order(s)",
-                lambda advance: service.confirm(
-                    principal,
-                    order_ids=order_ids,
-                    agreement_accepted=agree,
-                    code=code,
-                    receiving_config=receiving,
-                    progress=advance,
-                ),
-            )
-        return _report("Confirm", "order", items)
-
-    _run(work)
+    _run_batch(
+        token,
+        check=check,
+        count=len(order_ids),
+        description=f"confirming {len(order_ids)} order(s)",
+        title="Confirm",
+        key="order",
+        call=lambda service, principal, advance: service.confirm(
+            principal,
+            order_ids=order_ids,
+            agreement_accepted=agree,
+            code=code,
+            receiving_config=receiving,
+            progress=advance,
+        ),
+    )
 
 
 @app.command()
@@ -523,18 +548,17 @@ def cancel(
     token: TokenOption = None,
 ) -> None:
     """Cancel pending orders as their source."""
-
-    async def work() -> int:
-        check = partial(_check_ids, order_ids, "order id")
-        async with _operator(token, check=check) as (service, principal):
-            items = await _with_progress(
-                len(order_ids),
-                f"cancelling {len(order_ids)} order(s)",
-                lambda advance: service.cancel(principal, order_ids=order_ids, progress=advance),
-            )
-        return _report("Cancel", "order", items)
-
-    _run(work)
+    _run_batch(
+        token,
+        check=partial(_check_ids, order_ids, "order id"),
+        count=len(order_ids),
+        description=f"cancelling {len(order_ids)} order(s)",
+        title="Cancel",
+        key="order",
+        call=lambda service, principal, advance: service.cancel(
+            principal, order_ids=order_ids, progress=advance
+        ),
+    )
 
 
 @app.command()
@@ -544,20 +568,17 @@ def reject(
     token: TokenOption = None,
 ) -> None:
     """Reject pending orders as their destination."""
-
-    async def work() -> int:
-        check = partial(_check_ids, order_ids, "order id")
-        async with _operator(token, check=check) as (service, principal):
-            items = await _with_progress(
-                len(order_ids),
-                f"rejecting {len(order_ids)} order(s)",
-                lambda advance: service.reject(
-                    principal, order_ids=order_ids, reason=reason, progress=advance
-                ),
-            )
-        return _report("Reject", "order", items)
-
-    _run(work)
+    _run_batch(
+        token,
+        check=partial(_check_ids, order_ids, "order id"),
+        count=len(order_ids),
+        description=f"rejecting {len(order_ids)} order(s)",
+        title="Reject",
+        key="order",
+        call=lambda service, principal, advance: service.reject(
+            principal, order_ids=order_ids, reason=reason, progress=advance
+        ),
+    )
 
 
 def _when(value: datetime | None) -> str:

@@ -19,7 +19,7 @@ Lock order on PostgreSQL: an ECS instance's row before an EIP's (attach).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -147,6 +147,58 @@ class ResourceService:
         )
 
     # -- actions --------------------------------------------------------------------------------
+
+    async def perform(
+        self,
+        action: ResourceAction,
+        resource_id: str,
+        *,
+        actor: Principal,
+        at: datetime,
+        request_key: str | None = None,
+        arguments: Mapping[str, Any],
+    ) -> ActionResult:
+        """One owner action by its SPEC §5 name, with the arguments of its body (the HTTP API's
+        `POST /v1/resources/{id}/actions/{action}`)."""
+        match action:
+            case ResourceAction.STOP:
+                return await self.stop(resource_id, actor=actor)
+            case ResourceAction.START:
+                return await self.start(resource_id, actor=actor)
+            case ResourceAction.ATTACH:
+                return await self.attach(resource_id, actor=actor, instance_id=arguments["instance_id"])
+            case ResourceAction.DETACH:
+                return await self.detach(resource_id, actor=actor)
+            case ResourceAction.RENEW:
+                return await self.renew(
+                    resource_id, actor=actor, months=arguments["months"], at=at, request_key=request_key
+                )
+            case ResourceAction.UPGRADE:
+                price = Decimal(arguments["monthly_price"])
+                return await self.upgrade(
+                    resource_id, actor=actor, monthly_price=price, at=at, request_key=request_key
+                )
+            case ResourceAction.DOWNGRADE:
+                price = Decimal(arguments["monthly_price"])
+                return await self.downgrade(resource_id, actor=actor, monthly_price=price, at=at)
+            case ResourceAction.RELEASE:
+                return await self.release(resource_id, actor=actor, at=at)
+            case ResourceAction.CHANGE_OS:
+                return await self.change_os(resource_id, actor=actor)
+            case ResourceAction.CHANGE_BANDWIDTH:
+                return await self.change_bandwidth(
+                    resource_id, actor=actor, bandwidth_mbps=arguments["bandwidth_mbps"]
+                )
+            case ResourceAction.CONVERT_BILLING:
+                return await self.convert_billing(
+                    resource_id,
+                    actor=actor,
+                    at=at,
+                    to=arguments["billing"],
+                    months=arguments["months"] or 1,
+                    request_key=request_key,
+                )
+        raise AssertionError(f"unhandled action {action}")
 
     async def stop(self, resource_id: str, *, actor: Principal) -> ActionResult:
         """Stops an ECS instance (stopping a stopped one changes nothing). Allowed while locked."""

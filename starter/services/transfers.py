@@ -234,38 +234,9 @@ class TransferService:
             progress,
         )
 
-    # A single form is a batch of one whose item error becomes the error of the request; it answers
-    # the order as the read model has it after the action.
-
-    async def confirm_order(
-        self,
-        principal: Principal,
-        order_id: str,
-        *,
-        agreement_accepted: bool,
-        code: str,
-        receiving_config: ReceivingConfig | None = None,
-        received_at: datetime | None = None,
-    ) -> Order:
-        items = await self.confirm(
-            principal,
-            order_ids=[order_id],
-            agreement_accepted=agreement_accepted,
-            code=code,
-            receiving_config=receiving_config,
-            received_at=received_at,
-        )
-        return await self._answer(principal, items)
-
-    async def cancel_order(self, principal: Principal, order_id: str) -> Order:
-        return await self._answer(principal, await self.cancel(principal, order_ids=[order_id]))
-
-    async def reject_order(self, principal: Principal, order_id: str, *, reason: str | None = None) -> Order:
-        return await self._answer(
-            principal, await self.reject(principal, order_ids=[order_id], reason=reason)
-        )
-
-    async def _answer(self, principal: Principal, items: list[OrderItem]) -> Order:
+    async def answer(self, principal: Principal, items: Sequence[OrderItem]) -> Order:
+        """The single form's answer: a batch of one whose item error becomes the error of the request,
+        otherwise the order as the read model has it after the action."""
         (item,) = items
         if item.error is not None:
             raise TransferError.of(item.error)

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from domain.codes import ErrorCode
-from domain.models import Billing, InstanceStatus, Network, Product, Resource
+from domain.models import Billing, InstanceStatus, Network, OrderStatus, Product, Resource, ResourceAction
 from domain.rules import (
     is_transferable_product,
+    lock_refusal,
     product_message,
     resource_blockers,
     stopped_state_failure,
@@ -292,3 +293,33 @@ def test_a_vpc_instance_must_be_stopped_before_confirm(
 
 def test_running_state_is_not_an_initiate_blocker() -> None:
     assert ErrorCode.INSTANCE_NOT_STOPPED not in blockers(ecs(status=InstanceStatus.RUNNING))
+
+
+# SPEC §3 "Lock during transfer", written out action by action so that a new action must be decided here.
+LOCK_TABLE = {
+    ResourceAction.UPGRADE: (True, True),
+    ResourceAction.DOWNGRADE: (True, True),
+    ResourceAction.RENEW: (True, True),
+    ResourceAction.RELEASE: (True, True),
+    ResourceAction.CHANGE_OS: (True, True),
+    ResourceAction.CHANGE_BANDWIDTH: (True, True),
+    ResourceAction.CONVERT_BILLING: (True, True),
+    ResourceAction.ATTACH: (True, True),
+    ResourceAction.START: (False, True),
+    ResourceAction.STOP: (False, False),
+    ResourceAction.DETACH: (False, False),
+}
+
+
+def test_the_lock_table_names_every_action() -> None:
+    assert set(LOCK_TABLE) == set(ResourceAction)
+
+
+@pytest.mark.parametrize("action", list(ResourceAction))
+def test_lock_refusal_follows_spec(action: ResourceAction) -> None:
+    locked_pending, locked_transferring = LOCK_TABLE[action]
+    locked = ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER
+    assert lock_refusal(action, OrderStatus.PENDING) == (locked if locked_pending else None)
+    assert lock_refusal(action, OrderStatus.TRANSFERRING) == (locked if locked_transferring else None)
+    for status in (None, *(s for s in OrderStatus if not s.is_open)):
+        assert lock_refusal(action, status) is None

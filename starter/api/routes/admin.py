@@ -12,20 +12,18 @@ from fastapi import APIRouter, Depends, Path, Response, status
 from domain.clock import now
 from domain.models import ID_PATTERN, Account
 from starter.api.deps import IdempotencyKey, ProvisioningDep, ResourcesDep, require_admin
-from starter.api.schemas import (
-    ERROR_RESPONSES,
+from starter.api.schemas.admin import (
     AccountIn,
     AccountOut,
     AccountPatch,
-    ChargeOut,
-    NewResource,
     OrganizationIn,
     OrganizationOut,
     ProvisionedAccountOut,
     RamUserIn,
     RamUserOut,
-    ResourceOut,
 )
+from starter.api.schemas.common import ERROR_RESPONSES
+from starter.api.schemas.resources import ChargeOut, NewResource, ResourceOut
 
 router = APIRouter(
     prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=ERROR_RESPONSES

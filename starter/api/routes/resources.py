@@ -4,21 +4,19 @@ provisioning in routes/admin.py. Each route calls ResourceService."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path
 from pydantic import ValidationError
 
 from domain.clock import now
 from domain.codes import ErrorCode
-from domain.models import ID_PATTERN, ResourceAction
+from domain.models import ID_PATTERN, Principal, ResourceAction
 from domain.refusals import TransferError
-from starter.api.deps import IdempotencyKey, PrincipalDep, ResourcesDep
-from starter.api.schemas import (
+from starter.api.deps import IdempotencyKey, PrincipalDep, ResourceQuery, ResourceQueryDep, ResourcesDep
+from starter.api.schemas.common import ERROR_RESPONSES
+from starter.api.schemas.resources import (
     BODIES,
-    ERROR_RESPONSES,
-    ActionBody,
     ActionOut,
     ChargeOut,
     ListedResource,
@@ -26,21 +24,23 @@ from starter.api.schemas import (
     ResourceOut,
     ResourcePage,
 )
-from starter.services.resources import ActionResult, ResourceService
-from starter.services.resources import ListedResource as Listed
+from starter.services.resources import ResourceService
 
 router = APIRouter(prefix="/v1/resources", tags=["resources"], responses=ERROR_RESPONSES)
 
 ResourceIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="A resource id")]
-Transferable = Annotated[
-    bool | None,
-    Query(description="true: only resources without blockers; false: only those with blockers"),
-]
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1-100")]
-Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
 
 
-def resource_page(items: list[Listed], next_cursor: str | None) -> ResourcePage:
+async def resource_page(
+    resources: ResourceService, principal: Principal, query: ResourceQuery, *, organization: bool = False
+) -> ResourcePage:
+    items, next_cursor = await resources.list(
+        principal,
+        organization=organization,
+        transferable=query.transferable,
+        limit=query.limit,
+        cursor=query.cursor,
+    )
     return ResourcePage(
         items=[ListedResource.of(item.resource, blockers=item.blockers) for item in items],
         next_cursor=next_cursor,
@@ -49,17 +49,10 @@ def resource_page(items: list[Listed], next_cursor: str | None) -> ResourcePage:
 
 @router.get("", response_model=ResourcePage)
 async def list_resources(
-    principal: PrincipalDep,
-    resources: ResourcesDep,
-    transferable: Transferable = None,
-    limit: Limit = 20,
-    cursor: Cursor = None,
+    principal: PrincipalDep, resources: ResourcesDep, query: ResourceQueryDep
 ) -> ResourcePage:
     """The caller's resources, each with the blockers a transfer of it would meet now."""
-    items, next_cursor = await resources.list(
-        principal, transferable=transferable, limit=limit, cursor=cursor
-    )
-    return resource_page(items, next_cursor)
+    return await resource_page(resources, principal, query)
 
 
 @router.get("/{resource_id}", response_model=ResourceOut)
@@ -93,15 +86,17 @@ async def act(
     """Operates the resource. Refused with RESOURCE_LOCKED_FOR_TRANSFER while a transfer order holds it
     (start only once the order is confirmed; stop and detach stay allowed)."""
     arguments = _arguments(action, body)
-    result = await _perform(resources, action, arguments, resource_id, principal, idempotency_key)
+    result = await resources.perform(
+        action, resource_id, actor=principal, at=now(), request_key=idempotency_key, arguments=arguments
+    )
     return ActionOut.of(
         result.resource, action=action.value, charges=[ChargeOut.of(c) for c in result.charges]
     )
 
 
-def _arguments(action: ResourceAction, body: dict[str, Any] | None) -> Any:
+def _arguments(action: ResourceAction, body: dict[str, Any] | None) -> dict[str, Any]:
     try:
-        return BODIES[action].model_validate(body or {})
+        return BODIES[action].model_validate(body or {}).model_dump()
     except ValidationError as error:
         problems = [
             {"loc": ["body", *(str(part) for part in e["loc"])], "msg": e["msg"]} for e in error.errors()
@@ -109,47 +104,3 @@ def _arguments(action: ResourceAction, body: dict[str, Any] | None) -> Any:
         raise TransferError(
             ErrorCode.VALIDATION_ERROR, f"invalid body for {action.value}", {"errors": problems}
         ) from None
-
-
-async def _perform(
-    resources: ResourceService,
-    action: ResourceAction,
-    arguments: ActionBody,
-    resource_id: str,
-    actor: Any,
-    key: str | None,
-) -> ActionResult:
-    at = now()
-    args: Any = arguments
-    match action:
-        case ResourceAction.STOP:
-            return await resources.stop(resource_id, actor=actor)
-        case ResourceAction.START:
-            return await resources.start(resource_id, actor=actor)
-        case ResourceAction.ATTACH:
-            return await resources.attach(resource_id, actor=actor, instance_id=args.instance_id)
-        case ResourceAction.DETACH:
-            return await resources.detach(resource_id, actor=actor)
-        case ResourceAction.RENEW:
-            return await resources.renew(resource_id, actor=actor, months=args.months, at=at, request_key=key)
-        case ResourceAction.UPGRADE:
-            price = Decimal(args.monthly_price)
-            return await resources.upgrade(
-                resource_id, actor=actor, monthly_price=price, at=at, request_key=key
-            )
-        case ResourceAction.DOWNGRADE:
-            price = Decimal(args.monthly_price)
-            return await resources.downgrade(resource_id, actor=actor, monthly_price=price, at=at)
-        case ResourceAction.RELEASE:
-            return await resources.release(resource_id, actor=actor, at=at)
-        case ResourceAction.CHANGE_OS:
-            return await resources.change_os(resource_id, actor=actor)
-        case ResourceAction.CHANGE_BANDWIDTH:
-            return await resources.change_bandwidth(
-                resource_id, actor=actor, bandwidth_mbps=args.bandwidth_mbps
-            )
-        case ResourceAction.CONVERT_BILLING:
-            return await resources.convert_billing(
-                resource_id, actor=actor, at=at, to=args.billing, months=args.months or 1, request_key=key
-            )
-    raise AssertionError(f"unhandled action {action}")

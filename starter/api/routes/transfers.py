@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path
 
 from domain.clock import now as received
-from domain.models import ID_PATTERN, Order, OrderStatus, ReceivingConfig, Role
-from starter.api.deps import PrincipalDep, TransfersDep
-from starter.api.routes.resources import Cursor, Limit
-from starter.api.schemas import (
-    ERROR_RESPONSES,
+from domain.models import ID_PATTERN, Order, OrderStatus, Principal, ReceivingConfig
+from starter.api.deps import OrderQuery, OrderQueryDep, PrincipalDep, TransfersDep
+from starter.api.schemas.common import ERROR_RESPONSES
+from starter.api.schemas.transfers import (
     BatchCancelIn,
     BatchConfirmIn,
     BatchOut,
@@ -37,7 +36,7 @@ from starter.api.schemas import (
     ValidateIn,
     ValidateOut,
 )
-from starter.services.transfers import InitiateItem, OrderItem
+from starter.services.transfers import InitiateItem, OrderItem, TransferService
 
 router = APIRouter(prefix="/v1/transfers", tags=["transfers"], responses=ERROR_RESPONSES)
 
@@ -48,7 +47,17 @@ def order_out(order: Order) -> OrderOut:
     return OrderOut.model_validate(order, from_attributes=True)
 
 
-def order_list(orders: Sequence[Order], next_cursor: str | None) -> OrderList:
+async def order_list(
+    service: TransferService, principal: Principal, query: OrderQuery, *, organization: bool = False
+) -> OrderList:
+    orders, next_cursor = await service.list(
+        principal,
+        role=query.role,
+        status=query.status,
+        limit=query.limit,
+        cursor=query.cursor,
+        organization=organization,
+    )
     return OrderList(items=[order_out(o) for o in orders], next_cursor=next_cursor)
 
 
@@ -119,33 +128,30 @@ async def validate(body: ValidateIn, principal: PrincipalDep, service: Transfers
 
 
 @router.get("", response_model=OrderList, summary="The caller's orders, newest first")
-async def list_orders(
-    principal: PrincipalDep,
-    service: TransfersDep,
-    role: Annotated[Role | None, Query(description="source or destination; both when absent")] = None,
-    status: Annotated[OrderStatus | None, Query()] = None,
-    limit: Limit = 20,
-    cursor: Cursor = None,
-) -> OrderList:
-    orders, next_cursor = await service.list(principal, role=role, status=status, limit=limit, cursor=cursor)
-    return order_list(orders, next_cursor)
+async def list_orders(principal: PrincipalDep, service: TransfersDep, query: OrderQueryDep) -> OrderList:
+    return await order_list(service, principal, query)
 
 
 # --- batches (declared before /{order_id}/... so "batch" is never taken for an order id) ---------------
 
 
-@router.post("/batch/confirm", response_model=BatchOut, summary="Confirm orders (destination)")
-async def batch_confirm(body: BatchConfirmIn, principal: PrincipalDep, service: TransfersDep) -> BatchOut:
+async def _confirm(
+    service: TransfersDep, principal: PrincipalDep, order_ids: Sequence[str], body: ConfirmIn
+) -> list[OrderItem]:
     received_at = received()
-    items = await service.confirm(
+    return await service.confirm(
         principal,
-        order_ids=body.order_ids,
+        order_ids=order_ids,
         agreement_accepted=body.agreement_accepted,
         code=body.verification.code,
         receiving_config=receiving_config(body.receiving_config),
         received_at=received_at,
     )
-    return batch_out(items)
+
+
+@router.post("/batch/confirm", response_model=BatchOut, summary="Confirm orders (destination)")
+async def batch_confirm(body: BatchConfirmIn, principal: PrincipalDep, service: TransfersDep) -> BatchOut:
+    return batch_out(await _confirm(service, principal, body.order_ids, body))
 
 
 @router.post("/batch/cancel", response_model=BatchOut, summary="Cancel orders (source)")
@@ -158,7 +164,7 @@ async def batch_reject(body: BatchRejectIn, principal: PrincipalDep, service: Tr
     return batch_out(await service.reject(principal, order_ids=body.order_ids, reason=body.reason))
 
 
-# --- one order ------------------------------------------------------------------------------------------
+# --- one order: a batch of one (SPEC §5) ----------------------------------------------------------------
 
 
 @router.get("/{order_id}", response_model=OrderOut, summary="One order with its steps and events")
@@ -170,16 +176,8 @@ async def get_order(order_id: OrderId, principal: PrincipalDep, service: Transfe
 async def confirm(
     order_id: OrderId, body: ConfirmIn, principal: PrincipalDep, service: TransfersDep
 ) -> OrderOut:
-    received_at = received()
-    order = await service.confirm_order(
-        principal,
-        order_id,
-        agreement_accepted=body.agreement_accepted,
-        code=body.verification.code,
-        receiving_config=receiving_config(body.receiving_config),
-        received_at=received_at,
-    )
-    return order_out(order)
+    items = await _confirm(service, principal, [order_id], body)
+    return order_out(await service.answer(principal, items))
 
 
 @router.post("/{order_id}/cancel", response_model=OrderOut, summary="Cancel the order (source)")
@@ -189,7 +187,8 @@ async def cancel(
     service: TransfersDep,
     body: Annotated[CancelIn | None, Body()] = None,
 ) -> OrderOut:
-    return order_out(await service.cancel_order(principal, order_id))
+    items = await service.cancel(principal, order_ids=[order_id])
+    return order_out(await service.answer(principal, items))
 
 
 @router.post("/{order_id}/reject", response_model=OrderOut, summary="Reject the order (destination)")
@@ -200,4 +199,5 @@ async def reject(
     body: Annotated[RejectIn | None, Body()] = None,
 ) -> OrderOut:
     reason = body.reason if body is not None else None
-    return order_out(await service.reject_order(principal, order_id, reason=reason))
+    items = await service.reject(principal, order_ids=[order_id], reason=reason)
+    return order_out(await service.answer(principal, items))

@@ -1,9 +1,4 @@
-"""The request and response bodies of the HTTP API (SPEC §5).
-
-Requests forbid unknown fields (VALIDATION_ERROR) and are at least as strict as the domain models they
-become, so that bad input is refused here, as a 422, and never reaches the service half-checked.
-Responses are plain shapes built from domain models; datetimes serialize as ISO 8601 UTC.
-"""
+"""Bodies of the resource routes (SPEC §5): resources, charges, refund quotes, actions."""
 
 from __future__ import annotations
 
@@ -12,312 +7,33 @@ from decimal import Decimal
 from typing import Annotated, Any, Self
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
-    StrictBool,
     StringConstraints,
     model_validator,
 )
 
 from domain.billing import RefundQuote, format_money
-from domain.codes import ErrorCode
 from domain.models import (
-    AccountKind,
-    Action,
     Billing,
     Charge,
     Id,
     InstanceStatus,
     Network,
-    OrderStatus,
-    Outcome,
     Product,
-    Refusal,
     Resource,
     ResourceAction,
-    StepName,
-    StepStatus,
 )
-
-
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refuse it for every backend alike.
-    if "\x00" in value:
-        raise ValueError("NUL characters are not allowed")
-    return value
-
-
-NoNul = AfterValidator(_no_nul)
-
-Code = Annotated[str, StringConstraints(min_length=1, max_length=16), NoNul]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
-EntityId = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
-EntityName = Annotated[str, StringConstraints(min_length=1, max_length=256), NoNul]
-ResourceGroup = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
-TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
-TagValue = Annotated[str, StringConstraints(max_length=256), NoNul]
-Reason = Annotated[str, StringConstraints(max_length=512), NoNul]
-
-
-MAX_BATCH = 100
-MAX_TAGS = 20
-MAX_MEMBERS = 1000
-
-Ids = Annotated[list[Id], Field(min_length=1, max_length=MAX_BATCH)]
-
-
-class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Body(BaseModel):
-    """A response body."""
-
-
-# --- errors -------------------------------------------------------------------------------------------
-
-
-def _code_and_message(refusal: Refusal) -> dict[str, str]:
-    return {"code": refusal.code.value, "message": refusal.message}
-
-
-# A batch item's error and a blocker show the Refusal's code and message; details are for HTTP errors.
-ItemRefusal = Annotated[Refusal, PlainSerializer(_code_and_message, return_type=dict[str, str])]
-
-
-class ErrorEnvelope(Body):
-    """Every error: a stable SPEC code, a human message and structured details (domain.models.Refusal,
-    the one refusal type; a batch item's error, a blocker, a step's error and an order's failure show
-    its code and message)."""
-
-    error: Refusal
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorEnvelope, "description": description}
-    for status, description in (
-        (401, "UNAUTHENTICATED"),
-        (403, "Refused for the caller (RAM user, verification, party, read-only access)"),
-        (404, "Not found (or not visible to the caller)"),
-        (409, "Conflict with the order's or resource's state"),
-        (422, "VALIDATION_ERROR or a rule of SPEC §3"),
-    )
-}
-
-
-# --- transfers: requests ------------------------------------------------------------------------------
-
-
-class VerificationIn(Request):
-    """The risk-control answer: the TOTP code the acting account's authenticator shows."""
-
-    code: Code
-
-
-class InitiateIn(Request):
-    destination_account_id: Id
-    resource_ids: Ids
-    agreement_accepted: StrictBool
-    verification: VerificationIn
-
-
-class ValidateIn(Request):
-    """The dry run takes the initiate body; agreement and verification are neither required nor checked."""
-
-    destination_account_id: Id
-    resource_ids: Ids
-    agreement_accepted: StrictBool | None = None
-    verification: VerificationIn | None = None
-
-
-class ReceivingConfigIn(Request):
-    """Applied to the resource after the hand-off."""
-
-    resource_group: ResourceGroup | None = None
-    tags: Annotated[dict[TagKey, TagValue], Field(max_length=MAX_TAGS)] = Field(default_factory=dict)
-
-
-class ConfirmIn(Request):
-    agreement_accepted: StrictBool
-    verification: VerificationIn
-    receiving_config: ReceivingConfigIn | None = None
-
-
-class CancelIn(Request):
-    """Cancel takes no field; an empty body or {} is accepted."""
-
-
-class RejectIn(Request):
-    reason: Reason | None = None
-
-
-class BatchConfirmIn(ConfirmIn):
-    order_ids: Ids
-
-
-class BatchCancelIn(CancelIn):
-    order_ids: Ids
-
-
-class BatchRejectIn(RejectIn):
-    order_ids: Ids
-
-
-# --- transfers: responses -----------------------------------------------------------------------------
-
-
-class Opened(Body):
-    resource_id: str
-    order_id: str
-    status: OrderStatus
-
-
-class NotOpened(Body):
-    resource_id: str
-    error: ItemRefusal
-
-
-class InitiateOut(Body):
-    results: list[Opened | NotOpened]
-
-
-class ResourceBlockers(Body):
-    resource_id: str
-    blockers: list[ItemRefusal]
-
-
-class ValidateOut(Body):
-    results: list[ResourceBlockers]
-
-
-class Decided(Body):
-    order_id: str
-    status: OrderStatus
-
-
-class NotDecided(Body):
-    order_id: str
-    error: ItemRefusal
-
-
-class BatchOut(Body):
-    results: list[Decided | NotDecided]
-
-
-class StepOut(Body):
-    name: StepName
-    status: StepStatus
-    started_at: datetime
-    finished_at: datetime | None
-    attempts: int
-    error: ItemRefusal | None
-
-
-class EventOut(Body):
-    at: datetime
-    actor_account_id: str | None
-    action: Action
-    outcome: Outcome
-    code: ErrorCode | None
-    reason: str | None
-
-
-class OrderOut(Body):
-    """A transfer order with its detailed procedure: steps and events (refused attempts included)."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    order_id: str
-    resource_id: str
-    product: Product
-    source_account_id: str
-    destination_account_id: str
-    status: OrderStatus
-    created_at: datetime
-    expires_at: datetime
-    confirmed_at: datetime | None
-    completed_at: datetime | None
-    failure: ItemRefusal | None
-    agreement_version: str
-    steps: list[StepOut]
-    events: list[EventOut]
-
-
-class OrderList(Body):
-    items: list[OrderOut]
-    next_cursor: str | None
-
-
-# --- admin --------------------------------------------------------------------------------------------
-
-
-class AccountIn(Request):
-    id: Id
-    name: Name
-    kind: AccountKind
-    verified: StrictBool = False
-    entity_id: EntityId | None = None
-    entity_name: EntityName | None = None
-    frozen: StrictBool = False
-
-    @model_validator(mode="after")
-    def _identity(self) -> AccountIn:
-        if self.verified and not (self.entity_id and self.entity_name):
-            raise ValueError("a verified account needs entity_id and entity_name")
-        return self
-
-
-class AccountPatch(Request):
-    verified: StrictBool | None = None
-    frozen: StrictBool | None = None
-    entity_name: EntityName | None = None
-
-
-class AccountOut(Body):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    name: str
-    kind: AccountKind
-    verified: bool
-    entity_id: str | None
-    entity_name: str | None
-    frozen: bool
-
-
-class ProvisionedAccountOut(AccountOut):
-    """The account with its root token; the MFA secret is shown at creation only (null on a repeat)."""
-
-    api_token: str
-    mfa_secret: str | None
-
-
-class RamUserIn(Request):
-    name: Name
-
-
-class RamUserOut(Body):
-    id: str
-    account_id: str
-    name: str
-    api_token: str
-
-
-class OrganizationIn(Request):
-    id: Id
-    management_account_id: Id
-    member_account_ids: Annotated[list[Id], Field(max_length=MAX_MEMBERS)]
-
-
-class OrganizationOut(Body):
-    id: str
-    management_account_id: str
-    member_account_ids: list[str]
-
+from starter.api.schemas.common import (
+    MAX_TAGS,
+    Body,
+    ItemRefusal,
+    NoNul,
+    TagKey,
+    TagValue,
+)
 
 # --- resources ---------------------------------------------------------------------------------------
 

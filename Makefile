@@ -29,9 +29,9 @@ lint:
 typecheck:
 	$(BIN)/mypy .
 
-# Regenerate the committed workflow histories the replay test runs against.
+# Record the histories of a new workflow version for the replay test (never overwrites a version).
 histories: install
-	$(BIN)/python -m tests.histories.record
+	$(BIN)/python -m tests.histories.record $(VERSION)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

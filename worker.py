@@ -54,8 +54,8 @@ async def add_search_attributes(
     )
 
 
-def build_worker(client: Client, db: Database, task_queue: str) -> Worker:
-    activities = TransferActivities(OrderTransactions(db))
+def build_worker(client: Client, db: Database, task_queue: str, attestation_key: bytes) -> Worker:
+    activities = TransferActivities(OrderTransactions(db), attestation_key)
     return Worker(
         client,
         task_queue=task_queue,
@@ -70,9 +70,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     added = await register_search_attributes(client, settings.namespace)
     if added:
         log.info("search attributes registered", names=added)
-    db = Database.at(settings.effective_database_url)
+    db = Database.at(settings.effective_database_url, settings.secret_box())
     try:
-        worker = build_worker(client, db, settings.task_queue)
+        worker = build_worker(client, db, settings.task_queue, settings.attestation_key())
         async with worker:
             log.info("worker started", task_queue=settings.task_queue, namespace=settings.namespace)
             await stop.wait()

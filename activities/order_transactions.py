@@ -28,7 +28,6 @@ from store.accounts import AccountStore
 from store.db import Database
 from store.orders import OrderStore
 from store.resources import ResourceStore
-from store.verifications import VerificationStore
 
 # The status each decision gives a pending order, and the action its event records.
 DECISIONS = {
@@ -43,25 +42,6 @@ ENDINGS = {OrderStatus.COMPLETED: Action.COMPLETE, OrderStatus.FAILED: Action.FA
 class OrderTransactions:
     def __init__(self, db: Database) -> None:
         self._db = db
-
-    async def verify_code(
-        self,
-        *,
-        verification_id: str,
-        account_id: str,
-        code: str,
-        received_at: datetime,
-        order_id: str | None = None,
-    ) -> None:
-        """The acting account's risk-control verification (store.verifications)."""
-        async with self._db.write() as session:
-            await VerificationStore(session).verify(
-                verification_id=verification_id,
-                account_id=account_id,
-                code=code,
-                received_at=received_at,
-                order_id=order_id,
-            )
 
     async def get_order(self, order_id: str) -> Order | None:
         async with self._db.read() as session:
@@ -198,6 +178,39 @@ class OrderTransactions:
         )
         return await self._transition(order_id, OrderStatus.TRANSFERRING, values, event)
 
+    async def operator_cancel(self, order_id: str, *, at: datetime) -> OrderStatus | None:
+        """An operator cancelled the order's run (SPEC §4): a pending order ends cancelled (no actor,
+        action operator_cancel); a transferring one whose ownership has not moved ends failed with
+        CANCELLED_BY_OPERATOR; either releases the lock. Answers the order's status after it (None: no
+        order): transferring means ownership moved, and the hand-off is to be finished."""
+        order = await self.get_order(order_id)
+        if order is None or order.status.is_terminal:
+            return order.status if order else None
+        if order.status is OrderStatus.PENDING:
+            event = Event(
+                at=at, actor_account_id=None, action=Action.OPERATOR_CANCEL, outcome=Outcome.ACCEPTED
+            )
+            values = {"status": OrderStatus.CANCELLED}
+            return (await self._transition(order_id, OrderStatus.PENDING, values, event)).status
+        if await self.ownership_moved(order_id):
+            return OrderStatus.TRANSFERRING
+        failed = await self.finish(
+            order_id, status=OrderStatus.FAILED, at=at, failure=refusal(ErrorCode.CANCELLED_BY_OPERATOR)
+        )
+        return failed.status
+
+    async def ownership_moved(self, order_id: str) -> bool:
+        """Whether the order's resource is the destination's now (its ownership change has committed and
+        not been restored)."""
+        async with self._db.read() as session:
+            order = await OrderStore(session).get(order_id)
+            resource = await ResourceStore(session).get(order.resource_id) if order else None
+        return (
+            order is not None
+            and resource is not None
+            and resource.owner_account_id == order.destination_account_id
+        )
+
     async def record_event(self, *, event_id: str, order_id: str, event: Event) -> None:
         """Appends an event (a refused attempt, say) once per event_id."""
         async with self._db.write() as session:
@@ -215,26 +228,27 @@ class OrderTransactions:
 
     # -- hand-off and compensation: the order must be transferring ------------------------------
 
-    async def reassign_ownership(self, order_id: str) -> None:
-        """The resource passes from the source to the destination. Its status is untouched: a VPC
-        ECS instance stays stopped."""
-        await self._move(order_id, to_destination=True)
+    async def reassign_ownership(self, order_id: str, *, at: datetime) -> None:
+        """The resource passes from the source to the destination, and billing cuts over in the same
+        transaction (SPEC §4: at the moment the ownership change is committed; `at` is that moment, a
+        retry keeps the first). Its status is untouched: a VPC ECS instance stays stopped."""
+        await self._move(order_id, to_destination=True, at=at)
 
     async def restore_ownership(self, order_id: str) -> None:
         """The resource goes back to the source if the destination holds it."""
         await self._move(order_id, to_destination=False)
 
-    async def hand_off_billing(self, order_id: str, *, cut_over_at: datetime) -> None:
-        """From cut_over_at on the destination pays. A frozen destination refuses it (ACCOUNT_FROZEN)."""
+    async def hand_off_billing(self, order_id: str) -> None:
+        """Confirms the billing hand-off that the ownership change started: the destination must be able
+        to pay (a frozen one refuses it, ACCOUNT_FROZEN, and the hand-off is compensated)."""
         async with self._db.write() as session:
             orders = OrderStore(session)
             order = await _transferring(orders, order_id)
-            if await orders.handed_off(order_id):
-                return
+            if not await orders.handed_off(order_id):
+                raise TransferError(ErrorCode.ORDER_NOT_PENDING, "ownership has not moved yet")
             destination = await AccountStore(session).get(order.destination_account_id)
             if destination is None or destination.frozen:
                 raise TransferError(ErrorCode.ACCOUNT_FROZEN)
-            await orders.add_handoff(order, cut_over_at=cut_over_at)
 
     async def restore_billing(self, order_id: str, *, at: datetime) -> None:
         """Reverts the billing hand-off, once; without a hand-off there is nothing to revert."""
@@ -263,9 +277,10 @@ class OrderTransactions:
                 changes["tags"] = {**resource.tags, **config.tags}
             await resources.change(resource.id, changes)
 
-    async def _move(self, order_id: str, *, to_destination: bool) -> None:
+    async def _move(self, order_id: str, *, to_destination: bool, at: datetime | None = None) -> None:
         async with self._db.write() as session:
-            order = await _transferring(OrderStore(session), order_id)
+            orders = OrderStore(session)
+            order = await _transferring(orders, order_id)
             source, destination = order.source_account_id, order.destination_account_id
             to = destination if to_destination else source
             resources = ResourceStore(session)
@@ -275,6 +290,9 @@ class OrderTransactions:
                 from_account_id=source if to_destination else destination,
                 to_account_id=to,
             ):
+                if to_destination:
+                    assert at is not None
+                    await orders.add_handoff(order, cut_over_at=at)
                 return
             resource = await resources.get(order.resource_id)
             if resource is None or resource.owner_account_id != to:

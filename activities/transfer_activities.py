@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -16,16 +17,21 @@ from temporalio import activity
 
 from activities.models import (
     AcceptConfirmationInput,
+    Attested,
     DecideInput,
     FinishOrderInput,
     OpenOrderInput,
     OpenOrderResult,
+    OperatorCancelInput,
+    OperatorCancelResult,
     OrderStepInput,
     RecordRefusalInput,
 )
 from activities.order_transactions import OrderTransactions
+from domain.attestation import attestation_refusal
 from domain.clock import now
-from domain.models import Action, Event, OrderStatus, Outcome, StepName
+from domain.codes import ErrorCode
+from domain.models import Action, Event, OrderStatus, Outcome, Principal, StepName
 from domain.refusals import TransferError
 from workflows.refusals import application_error
 
@@ -33,8 +39,34 @@ log = structlog.get_logger(__name__)
 
 
 class TransferActivities:
-    def __init__(self, orders: OrderTransactions) -> None:
+    def __init__(self, orders: OrderTransactions, attestation_key: bytes) -> None:
         self._orders = orders
+        self._attestation_key = attestation_key
+
+    def _attested(
+        self,
+        attested: Attested,
+        *,
+        action: Action,
+        order_id: str,
+        resource_id: str | None = None,
+        destination_account_id: str | None = None,
+    ) -> Principal:
+        """The principal the message acts for, once its attestation holds (domain.attestation)."""
+        refused = attestation_refusal(
+            attested.attestation,
+            self._attestation_key,
+            action=action,
+            order_id=order_id,
+            request=attested.signed,
+            received_at=attested.received_at,
+            resource_id=resource_id,
+            destination_account_id=destination_account_id,
+        )
+        if refused is not None:
+            raise TransferError.of(refused)
+        assert attested.attestation is not None
+        return attested.attestation.principal
 
     @asynccontextmanager
     async def _step(self, order_id: str, name: StepName) -> AsyncIterator[None]:
@@ -59,33 +91,49 @@ class TransferActivities:
 
     @activity.defn
     async def open_order(self, input: OpenOrderInput) -> OpenOrderResult:
-        """Initiate: the account rules, the source's risk verification, then the resource rules and lock."""
-        existing = await self._orders.get_order(input.order_id)
-        if existing is not None:
-            return OpenOrderResult(product=existing.product)
-        source_id = input.initiator.account_id
+        """Initiate: the attestation, the account rules, then the resource rules and the lock.
+
+        The service verified the source's code before it signed the attestation; here the attestation
+        is the source's verification. A retry adopts the order it opened; an order id already taken by
+        another order is refused.
+        """
+        started = now()
         try:
-            account_refusal = await self._orders.account_refusal(source_id, input.destination_account_id)
+            principal = self._attested(
+                input.attested,
+                action=Action.INITIATE,
+                order_id=input.order_id,
+                resource_id=input.resource_id,
+                destination_account_id=input.destination_account_id,
+            )
+            if principal.account_id != input.source_account_id:
+                raise TransferError(
+                    ErrorCode.UNAUTHENTICATED, "Refused: the attestation is for another source"
+                )
+            existing = await self._orders.get_order(input.order_id)
+            if existing is not None:
+                if (existing.resource_id, existing.source_account_id, existing.destination_account_id) != (
+                    input.resource_id,
+                    input.source_account_id,
+                    input.destination_account_id,
+                ):
+                    raise TransferError(ErrorCode.VALIDATION_ERROR, "the order id belongs to another order")
+                return OpenOrderResult(product=existing.product)
+            account_refusal = await self._orders.account_refusal(
+                input.source_account_id, input.destination_account_id
+            )
             if account_refusal is not None:
                 raise TransferError.of(account_refusal)
-            verification_started = now()
-            await self._orders.verify_code(
-                verification_id=input.verification.verification_id,
-                account_id=source_id,
-                code=input.verification.code,
-                received_at=input.verification.received_at,
-                order_id=input.order_id,
-            )
             verified = now()
             order = await self._orders.open_order(
                 order_id=input.order_id,
                 resource_id=input.resource_id,
-                source_account_id=source_id,
+                source_account_id=input.source_account_id,
                 destination_account_id=input.destination_account_id,
                 agreement_version=input.agreement_version,
                 created_at=input.created_at,
                 expires_at=input.expires_at,
-                actor_account_id=source_id,
+                actor_account_id=input.source_account_id,
             )
         except TransferError as error:
             self._log(input.order_id).info("initiate refused", code=error.code)
@@ -93,7 +141,7 @@ class TransferActivities:
         # The order row exists only now: record the two steps that led to it.
         attempt = activity.info().attempt
         await self._orders.start_step(
-            input.order_id, StepName.SOURCE_VERIFICATION, at=verification_started, attempt=attempt
+            input.order_id, StepName.SOURCE_VERIFICATION, at=started, attempt=attempt
         )
         await self._orders.finish_step(input.order_id, StepName.SOURCE_VERIFICATION, at=verified)
         await self._orders.start_step(input.order_id, StepName.OPEN_ORDER, at=verified, attempt=attempt)
@@ -103,22 +151,17 @@ class TransferActivities:
 
     @activity.defn
     async def accept_confirmation(self, input: AcceptConfirmationInput) -> None:
-        """Confirm: destination verification, every rule again, the stopped state; then transferring.
-
-        A refusal records a refused event and leaves the order pending.
-        """
+        """Confirm: the attestation (the destination's verification), every rule again, the stopped
+        state; then transferring. A refusal records a refused event and leaves the order pending."""
         order = await self._orders.get_order(input.order_id)
         if order is not None and order.status is OrderStatus.TRANSFERRING:
             return
+        actor: str | None = None
         try:
             async with self._step(input.order_id, StepName.DESTINATION_VERIFICATION):
-                await self._orders.verify_code(
-                    verification_id=input.verification.verification_id,
-                    account_id=input.principal.account_id,
-                    code=input.verification.code,
-                    received_at=input.verification.received_at,
-                    order_id=input.order_id,
-                )
+                actor = self._attested(
+                    input.attested, action=Action.CONFIRM, order_id=input.order_id
+                ).account_id
             async with self._step(input.order_id, StepName.CONFIRMATION_CHECK):
                 refusal = await self._orders.confirmation_refusal(input.order_id, at=input.at)
                 if refusal is not None:
@@ -127,63 +170,67 @@ class TransferActivities:
                 input.order_id,
                 status=OrderStatus.TRANSFERRING,
                 at=input.at,
-                actor_account_id=input.principal.account_id,
+                actor_account_id=actor,
                 receiving_config=input.receiving_config,
             )
         except TransferError as error:
-            await self._orders.record_event(
-                event_id=input.event_id,
-                order_id=input.order_id,
-                event=Event(
-                    at=input.at,
-                    actor_account_id=input.principal.account_id,
-                    action=Action.CONFIRM,
-                    outcome=Outcome.REFUSED,
-                    code=error.code,
-                ),
-            )
+            await self._refused(input.event_id, input.order_id, Action.CONFIRM, actor, error.code, input.at)
             self._log(input.order_id).info("confirmation refused", code=error.code)
             raise application_error(error.refusal) from error
         self._log(input.order_id).info("confirmation accepted")
 
     @activity.defn
     async def decide(self, input: DecideInput) -> None:
-        """Records the decision that ends a pending order: cancelled, rejected or expired (lock released)."""
+        """Records the decision that ends a pending order: cancelled or rejected (once the message's
+        attestation holds), or expired; the lock is released."""
+        actor: str | None = None
         try:
+            if input.action is not None:
+                assert input.attested is not None
+                actor = self._attested(
+                    input.attested, action=input.action, order_id=input.order_id
+                ).account_id
             await self._orders.decide(
                 input.order_id,
                 status=input.status,
                 at=input.at,
-                actor_account_id=input.actor_account_id,
+                actor_account_id=actor,
                 reason=input.reason,
             )
         except TransferError as error:
+            if input.action is not None and error.code is ErrorCode.UNAUTHENTICATED:
+                event_id = f"{activity.info().workflow_run_id}/{activity.info().activity_id}"
+                await self._refused(event_id, input.order_id, input.action, None, error.code, input.at)
             raise application_error(error.refusal) from error
         self._log(input.order_id).info("order decided", status=input.status)
 
     @activity.defn
     async def record_refusal(self, input: RecordRefusalInput) -> None:
-        """Records an attempt the workflow refused (an invalid signal, a late cancel) as an order event."""
-        await self._orders.record_event(
-            event_id=input.event_id,
-            order_id=input.order_id,
-            event=Event(
-                at=input.at,
-                actor_account_id=input.actor_account_id,
-                action=input.action,
-                outcome=Outcome.REFUSED,
-                code=input.code,
-            ),
-        )
+        """Records a message the workflow refused (a late cancel, a wrong party) as an order event: with
+        its claimed actor when its attestation holds, with none and UNAUTHENTICATED when it does not."""
+        actor: str | None
+        code = input.code
+        try:
+            actor = self._attested(input.attested, action=input.action, order_id=input.order_id).account_id
+        except TransferError as error:
+            actor, code = None, error.code
+        await self._refused(input.event_id, input.order_id, input.action, actor, code, input.at)
+
+    async def _refused(
+        self, event_id: str, order_id: str, action: Action, actor: str | None, code: ErrorCode, at: datetime
+    ) -> None:
+        event = Event(at=at, actor_account_id=actor, action=action, outcome=Outcome.REFUSED, code=code)
+        await self._orders.record_event(event_id=event_id, order_id=order_id, event=event)
 
     async def _run_step(self, input: OrderStepInput, name: StepName) -> None:
         try:
             async with self._step(input.order_id, name):
                 match name:
                     case StepName.OWNERSHIP_REASSIGNMENT:
-                        await self._orders.reassign_ownership(input.order_id)
+                        # The moment of the commit, not of the schedule: billing cuts over then.
+                        await self._orders.reassign_ownership(input.order_id, at=now())
                     case StepName.BILLING_HANDOFF:
-                        await self._orders.hand_off_billing(input.order_id, cut_over_at=input.at)
+                        await self._orders.hand_off_billing(input.order_id)
                     case StepName.RECEIVING_CONFIG:
                         await self._orders.apply_receiving_config(input.order_id)
                     case StepName.BILLING_RESTORE:
@@ -201,7 +248,7 @@ class TransferActivities:
 
     @activity.defn
     async def hand_off_billing(self, input: OrderStepInput) -> None:
-        """From the cut-over on, the destination pays; term and expiry stay as they were."""
+        """Confirms the cut-over the ownership change made; term and expiry stay as they were."""
         await self._run_step(input, StepName.BILLING_HANDOFF)
 
     @activity.defn
@@ -215,6 +262,18 @@ class TransferActivities:
     @activity.defn
     async def restore_ownership(self, input: OrderStepInput) -> None:
         await self._run_step(input, StepName.OWNERSHIP_RESTORE)
+
+    @activity.defn
+    async def operator_cancel(self, input: OperatorCancelInput) -> OperatorCancelResult:
+        """An operator cancelled the run from Temporal: end the order cleanly (SPEC §4)."""
+        status = await self._orders.operator_cancel(input.order_id, at=input.at)
+        order = await self._orders.get_order(input.order_id)
+        self._log(input.order_id).warning("operator's cancel", status=status)
+        if order is None:
+            return OperatorCancelResult(status=status)
+        return OperatorCancelResult(
+            status=status, product=order.product, completed_at=order.completed_at, failure=order.failure
+        )
 
     @activity.defn
     async def finish_order(self, input: FinishOrderInput) -> None:
@@ -234,5 +293,6 @@ class TransferActivities:
             self.apply_receiving_config,
             self.restore_billing,
             self.restore_ownership,
+            self.operator_cancel,
             self.finish_order,
         ]

@@ -39,6 +39,14 @@ class ErrorCode(StrEnum):
     VALIDATION_ERROR = "VALIDATION_ERROR"
     RESOURCE_LOCKED_FOR_TRANSFER = "RESOURCE_LOCKED_FOR_TRANSFER"
     ENTITY_ACCOUNT_LIMIT = "ENTITY_ACCOUNT_LIMIT"
+    TOO_MANY_ATTEMPTS = "TOO_MANY_ATTEMPTS"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    # an order's failure only (SPEC §4), never an HTTP error
+    CANCELLED_BY_OPERATOR = "CANCELLED_BY_OPERATOR"
 
     @property
     def http_status(self) -> int:
@@ -60,8 +68,18 @@ _HTTP_STATUS: dict[ErrorCode, int] = {
         403,
     ),
     **dict.fromkeys(
-        [ErrorCode.ORDER_NOT_FOUND, ErrorCode.RESOURCE_NOT_FOUND, ErrorCode.DESTINATION_NOT_FOUND], 404
+        [
+            ErrorCode.ORDER_NOT_FOUND,
+            ErrorCode.RESOURCE_NOT_FOUND,
+            ErrorCode.DESTINATION_NOT_FOUND,
+            ErrorCode.NOT_FOUND,
+        ],
+        404,
     ),
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.TOO_MANY_ATTEMPTS: 429,
+    ErrorCode.SERVICE_UNAVAILABLE: 503,
     **dict.fromkeys(
         [
             ErrorCode.RESOURCE_IN_TRANSFER,
@@ -121,6 +139,17 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.VALIDATION_ERROR: "The request is not valid",
     ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER: "The resource is locked while its transfer order is open",
     ErrorCode.ENTITY_ACCOUNT_LIMIT: "One enterprise entity may verify at most 10 accounts",
+    ErrorCode.TOO_MANY_ATTEMPTS: (
+        "Too many failed verifications of this account: verification is locked for a while"
+    ),
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: (
+        "This Idempotency-Key was used for another request (method, path or body)"
+    ),
+    ErrorCode.PAYLOAD_TOO_LARGE: "The request body is larger than 1 MiB",
+    ErrorCode.SERVICE_UNAVAILABLE: "The service cannot reach a dependency right now; try again shortly",
+    ErrorCode.NOT_FOUND: "This path does not exist",
+    ErrorCode.METHOD_NOT_ALLOWED: "This path does not take this method",
+    ErrorCode.CANCELLED_BY_OPERATOR: "An operator cancelled the transfer before ownership moved",
 }
 
 

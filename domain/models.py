@@ -136,6 +136,8 @@ class Action(StrEnum):
     EXPIRE = "expire"
     COMPLETE = "complete"
     FAIL = "fail"
+    # an operator cancelled the run from Temporal (SPEC §4 "Operators")
+    OPERATOR_CANCEL = "operator_cancel"
 
 
 class Outcome(StrEnum):
@@ -184,6 +186,8 @@ class Resource(Frozen):
     tags: dict[str, str] = Field(default_factory=dict)
     released: bool = False
     locked_by_order_id: Id | None = None
+    # ECS: the EIPs attached to the instance (a fact read with it, not a column of its own).
+    attached_eip_ids: list[Id] = Field(default_factory=list)
 
 
 class Refusal(Frozen):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from domain.codes import ErrorCode
 from domain.refusals import TransferError
@@ -26,6 +26,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         at = datetime.fromisoformat(created_at)
         if at.tzinfo is None:
             raise ValueError("cursor times are aware")
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
+        # In range once in UTC (a year-1 time east of UTC is not), as every stored time is.
+        at = at.astimezone(UTC)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, OverflowError) as exc:
         raise TransferError(ErrorCode.VALIDATION_ERROR, "malformed cursor") from exc
     return at, order_id

@@ -36,6 +36,18 @@ class TransferError(Exception):
         return self.refusal.details
 
 
+RETRY_AFTER_S = 5
+
+
+def unavailable(failing: str) -> TransferError:
+    """SERVICE_UNAVAILABLE (503, Retry-After): a dependency (`temporal`, `database`) cannot be reached."""
+    return TransferError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        f"The {failing} cannot be reached right now; try again shortly",
+        {"retry_after_s": RETRY_AFTER_S, "failing": [failing]},
+    )
+
+
 def refusal(code: ErrorCode, message: str | None = None, **details: Any) -> Refusal:
     """A Refusal with the code's SPEC message unless told otherwise."""
     return Refusal(code=code, message=message or default_message(code), details=details)

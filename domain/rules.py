@@ -118,7 +118,8 @@ def resource_blockers(
         and resource.expires_at - now <= MIN_REMAINING_TERM
     ):
         blockers.append(ErrorCode.RESOURCE_EXPIRING_SOON)
-    if resource.product is Product.EIP and resource.attached_to is not None:
+    # No attachment may span two accounts: neither an attached EIP nor an instance with one moves.
+    if (resource.product is Product.EIP and resource.attached_to is not None) or resource.attached_eip_ids:
         blockers.append(ErrorCode.EIP_ATTACHED)
     if resource.locked_by_order_id is not None and resource.locked_by_order_id != order_id:
         blockers.append(ErrorCode.RESOURCE_IN_TRANSFER)
@@ -143,6 +144,13 @@ def blocker_message(code: ErrorCode, resource: Resource | None) -> str:
     """The message of a per-resource refusal; for a subscription EIP it says how to fix it."""
     if code is ErrorCode.PRODUCT_NOT_SUPPORTED and resource is not None:
         return product_message(resource) or default_message(code)
+    if code is ErrorCode.EIP_ATTACHED and resource is not None and resource.attached_eip_ids:
+        eips = ", ".join(resource.attached_eip_ids)
+        return (
+            f"Detach EIP {eips} from the instance before the transfer: an attachment never spans two accounts"
+        )
+    if code is ErrorCode.EIP_ATTACHED and resource is not None and resource.attached_to is not None:
+        return f"Detach the EIP from {resource.attached_to} before the transfer"
     return default_message(code)
 
 
@@ -152,6 +160,14 @@ def blockers(
     """Every per-resource rule that fails, each with its message: the dry run's and a listing's blockers."""
     codes = resource_blockers(resource, source_account_id=source_account_id, now=now, order_id=order_id)
     return [refusal(code, blocker_message(code, resource)) for code in codes]
+
+
+def warnings(resource: Resource | None) -> list[Refusal]:
+    """What will refuse the confirm unless someone acts first (SPEC §5 dry run): today a running VPC
+    instance, which its source must stop before the destination confirms."""
+    if resource is None or (code := stopped_state_failure(resource)) is None:
+        return []
+    return [refusal(code, "The source must stop the VPC ECS instance before the destination confirms")]
 
 
 def first_blocker(

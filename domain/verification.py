@@ -1,18 +1,43 @@
-"""Risk-control verification: RFC 6238 TOTP (SHA-1, 6 digits, 30 s), ±1 step, checked at a given time."""
+"""Risk-control verification: RFC 6238 TOTP (SHA-1, 6 digits, 30 s), ±1 step, checked at a given time;
+and the attempt limit of SPEC §3 ("Verification attempts")."""
 
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
 
 import pyotp
 
 from domain.codes import ErrorCode
-from domain.models import Account
-from domain.refusals import TransferError
+from domain.models import Frozen, Principal, Refusal
+from domain.refusals import refusal
 
 STEP_SECONDS = 30
 WINDOW_STEPS = 1
+
+MAX_FAILURES = 5
+FAILURE_WINDOW = timedelta(minutes=15)
+LOCKOUT = timedelta(minutes=15)
+# How far back the failures that decide a lockout now can lie.
+FAILURES_LOOKBACK = FAILURE_WINDOW + LOCKOUT
+
+
+class SecurityEventKind(StrEnum):
+    VERIFICATION_FAILED = "verification_failed"
+    VERIFICATION_LOCKED = "verification_locked"
+
+
+class SecurityEvent(Frozen):
+    """`GET /v1/security-events`: `{at, kind, principal, details}`."""
+
+    at: datetime
+    kind: SecurityEventKind
+    principal: Principal
+    details: dict[str, Any]
 
 
 def new_secret() -> str:
@@ -34,17 +59,27 @@ def matching_time_step(secret: str, code: str, at: datetime) -> int | None:
     return None
 
 
-def verified_step(account: Account, code: str, received_at: datetime) -> int:
-    """The time step `code` proves for `account` at `received_at`; the caller records it as used.
+def lockout_end(failures: Sequence[datetime]) -> datetime | None:
+    """When the latest lockout the failed verifications caused ends (None: they caused none).
 
-    Refused: ACCOUNT_FROZEN (a frozen account takes part in nothing), VERIFICATION_FAILED.
+    A lockout starts at the 5th failure within 15 minutes and lasts 15 minutes; failures before a
+    lockout's end do not count towards the next one.
     """
-    if account.frozen:
-        raise TransferError(ErrorCode.ACCOUNT_FROZEN)
-    step = matching_time_step(account.mfa_secret, code, received_at)
-    if step is None:
-        raise TransferError(ErrorCode.VERIFICATION_FAILED)
-    return step
+    end: datetime | None = None
+    run: list[datetime] = []
+    for at in sorted(failures):
+        run = [f for f in run if at - f <= FAILURE_WINDOW] + [at]
+        if len(run) >= MAX_FAILURES:
+            end, run = at + LOCKOUT, []
+    return end
+
+
+def lockout_refusal(failures: Sequence[datetime], at: datetime) -> Refusal | None:
+    """TOO_MANY_ATTEMPTS while the failures keep the account locked at `at`, with the seconds left."""
+    end = lockout_end(failures)
+    if end is None or at >= end:
+        return None
+    return refusal(ErrorCode.TOO_MANY_ATTEMPTS, retry_after_s=math.ceil((end - at).total_seconds()))
 
 
 def code_at(secret: str, at: datetime) -> str:

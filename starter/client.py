@@ -6,13 +6,16 @@ Each order is one ResourceTransfer workflow whose id is the order id. Refusals c
 
 from __future__ import annotations
 
-from contextlib import suppress
-from datetime import timedelta
-from typing import Any
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 from uuid import uuid4
 
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WithStartWorkflowOperation,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -26,23 +29,88 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from domain.attestation import attest
+from domain.clock import now
 from domain.codes import ErrorCode
-from domain.models import AGREEMENT_VERSION, OrderStatus, Principal
-from domain.refusals import TransferError
+from domain.models import AGREEMENT_VERSION, Action, OrderStatus, Principal, ReceivingConfig
+from domain.refusals import TransferError, unavailable
+from settings import Settings
 from workflows import search_attributes
 from workflows.messages import (
     DEFAULT_CONFIRM_WINDOW,
     DEFAULT_TASK_QUEUE,
+    AttestedMessage,
     CancelRequest,
     ConfirmRequest,
     OrderState,
     RejectRequest,
     TransferInput,
     TransferResult,
-    Verification,
 )
 from workflows.refusals import from_update
 from workflows.resource_transfer import ResourceTransfer
+
+_Message = TypeVar("_Message", bound=AttestedMessage)
+
+
+def sign(
+    key: bytes, message: _Message, principal: Principal, action: Action, order_id: str, *, at: datetime
+) -> _Message:
+    """`message` with its attestation: `principal` may do `action` on `order_id` with this request."""
+    initiate = (
+        {"resource_id": message.resource_id, "destination_account_id": message.destination_account_id}
+        if isinstance(message, TransferInput)
+        else {}
+    )
+    attestation = attest(
+        key,
+        principal=principal,
+        action=action,
+        order_id=order_id,
+        request=message.signed(),
+        at=at,
+        **initiate,
+    )
+    return message.model_copy(update={"attestation": attestation})
+
+
+# Every call to Temporal answers within this (SPEC §5: never a hang, at most 10 s).
+RPC_TIMEOUT = timedelta(seconds=8)
+# Temporal's answers for "not now": unreachable, too slow, overloaded.
+# (A call that runs out of its rpc_timeout on the client's side ends CANCELLED.)
+_NOT_NOW = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.CANCELLED,
+}
+
+
+@asynccontextmanager
+async def _reaching_temporal() -> AsyncIterator[None]:
+    """Temporal down, slow or overloaded becomes SERVICE_UNAVAILABLE; every other error stays itself."""
+    try:
+        yield
+    except RPCTimeoutOrCancelledError:
+        raise unavailable("temporal") from None
+    except RPCError as error:
+        if error.status in _NOT_NOW:
+            raise unavailable("temporal") from None
+        raise
+    except RuntimeError as error:
+        # A lazy client that cannot connect (the server is down since the process started).
+        if "connect" not in str(error):
+            raise
+        raise unavailable("temporal") from None
+
+
+def keyed_id(principal: Principal, idempotency_key: str | None, action: Action, subject: str) -> str | None:
+    """The id a keyed request gives its order or update, the same on every retry; None without a key.
+    Scoped to the principal: two accounts never share one."""
+    if idempotency_key is None:
+        return None
+    parts = (principal.account_id, principal.ram_user_id or "", idempotency_key, action.value, subject)
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
 def new_order_id() -> str:
@@ -50,16 +118,34 @@ def new_order_id() -> str:
 
 
 class TransferClient:
+    """Sends the service's decisions to the workflows, each message signed with an attestation
+    (domain.attestation): the caller has authenticated the principal and, for initiate and confirm,
+    verified its code before it calls."""
+
     def __init__(
         self,
         client: Client,
         *,
+        attestation_key: bytes,
         task_queue: str = DEFAULT_TASK_QUEUE,
         confirm_window: timedelta = DEFAULT_CONFIRM_WINDOW,
     ) -> None:
         self.client = client
         self.task_queue = task_queue
         self.confirm_window = confirm_window
+        self._attestation_key = attestation_key
+
+    @classmethod
+    def of(cls, client: Client, settings: Settings) -> TransferClient:
+        return cls(
+            client,
+            attestation_key=settings.attestation_key(),
+            task_queue=settings.task_queue,
+            confirm_window=settings.confirm_window,
+        )
+
+    def _attested(self, message: _Message, principal: Principal, action: Action, order_id: str) -> _Message:
+        return sign(self._attestation_key, message, principal, action, order_id, at=now())
 
     async def initiate(
         self,
@@ -67,25 +153,25 @@ class TransferClient:
         initiator: Principal,
         destination_account_id: str,
         resource_id: str,
-        verification: Verification,
         order_id: str | None = None,
         agreement_version: str = AGREEMENT_VERSION,
+        update_id: str | None = None,
     ) -> OrderState:
         """Starts the order's workflow and answers once the order is open (lock held) or refused.
 
-        Retrying with the same `order_id` joins the same workflow instead of opening a second order;
-        after the run has closed, a retry answers its final state and starts nothing.
+        Retrying with the same `order_id` (and `update_id`) joins the same workflow instead of opening a
+        second order; after the run has closed, a retry answers its final state and starts nothing.
         """
         order_id = order_id or new_order_id()
         transfer = TransferInput(
             order_id=order_id,
             resource_id=resource_id,
-            initiator=initiator,
+            source_account_id=initiator.account_id,
             destination_account_id=destination_account_id,
             agreement_version=agreement_version,
-            verification=verification,
             confirm_window=self.confirm_window,
         )
+        transfer = self._attested(transfer, initiator, Action.INITIATE, order_id)
         start = WithStartWorkflowOperation(
             ResourceTransfer.run,
             transfer,
@@ -104,9 +190,14 @@ class TransferClient:
             static_summary=f"Transfer {resource_id}: {initiator.account_id} → {destination_account_id}",
         )
         try:
-            opened: OrderState = await self.client.execute_update_with_start_workflow(
-                "opened", start_workflow_operation=start, result_type=OrderState
-            )
+            async with _reaching_temporal():
+                opened: OrderState = await self.client.execute_update_with_start_workflow(
+                    "opened",
+                    start_workflow_operation=start,
+                    result_type=OrderState,
+                    id=update_id,
+                    rpc_timeout=RPC_TIMEOUT,
+                )
             return opened
         except WorkflowUpdateFailedError as error:
             raise TransferError.of(from_update(error)) from None
@@ -120,21 +211,38 @@ class TransferClient:
                 raise TransferError.of(closed.refusal) from None
             return closed
 
-    async def confirm(self, order_id: str, request: ConfirmRequest) -> OrderState:
-        return await self._update(order_id, ResourceTransfer.confirm, request)
+    # An update id names one request: a retry with the same id (from its Idempotency-Key) answers the
+    # first update's result instead of acting again.
 
-    async def cancel(self, order_id: str, principal: Principal) -> OrderState:
-        return await self._update(order_id, ResourceTransfer.cancel, CancelRequest(principal=principal))
+    async def confirm(
+        self,
+        order_id: str,
+        principal: Principal,
+        receiving_config: ReceivingConfig | None = None,
+        *,
+        update_id: str | None = None,
+    ) -> OrderState:
+        request = ConfirmRequest(agreement_accepted=True, receiving_config=receiving_config)
+        signed = self._attested(request, principal, Action.CONFIRM, order_id)
+        return await self._update(order_id, ResourceTransfer.confirm, signed, update_id)
 
-    async def reject(self, order_id: str, principal: Principal, reason: str | None = None) -> OrderState:
-        return await self._update(
-            order_id, ResourceTransfer.reject, RejectRequest(principal=principal, reason=reason)
-        )
+    async def cancel(
+        self, order_id: str, principal: Principal, *, update_id: str | None = None
+    ) -> OrderState:
+        request = self._attested(CancelRequest(), principal, Action.CANCEL, order_id)
+        return await self._update(order_id, ResourceTransfer.cancel, request, update_id)
+
+    async def reject(
+        self, order_id: str, principal: Principal, reason: str | None = None, *, update_id: str | None = None
+    ) -> OrderState:
+        request = self._attested(RejectRequest(reason=reason), principal, Action.REJECT, order_id)
+        return await self._update(order_id, ResourceTransfer.reject, request, update_id)
 
     async def state(self, order_id: str) -> OrderState:
         """The workflow's view of the order (works on closed runs too)."""
         try:
-            return await self.handle(order_id).query(ResourceTransfer.status)
+            async with _reaching_temporal():
+                return await self.handle(order_id).query(ResourceTransfer.status, rpc_timeout=RPC_TIMEOUT)
         except RPCError as error:
             if error.status is RPCStatusCode.NOT_FOUND:
                 raise TransferError(ErrorCode.ORDER_NOT_FOUND) from None
@@ -146,9 +254,12 @@ class TransferClient:
     def handle(self, order_id: str) -> WorkflowHandle[ResourceTransfer, TransferResult]:
         return self.client.get_workflow_handle_for(ResourceTransfer.run, order_id)
 
-    async def _update(self, order_id: str, update: Any, request: Any) -> OrderState:
+    async def _update(self, order_id: str, update: Any, request: Any, update_id: str | None) -> OrderState:
         try:
-            state: OrderState = await self.handle(order_id).execute_update(update, request)
+            async with _reaching_temporal():
+                state: OrderState = await self.handle(order_id).execute_update(
+                    update, request, id=update_id, rpc_timeout=RPC_TIMEOUT
+                )
             return state
         except WorkflowUpdateFailedError as error:
             raise TransferError.of(from_update(error)) from None

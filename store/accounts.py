@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import Account, Principal
 from store.queries import get, insert_once
+from store.secret_box import SECRET_BOX, SecretBox
 from store.tables import AccountRow, CredentialRow
 
 
@@ -19,18 +20,24 @@ def token_digest(token: str) -> str:
 
 
 class AccountStore:
+    """TOTP secrets are sealed at rest (store.secret_box) by the box of the session's Database."""
+
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self._box: SecretBox = session.info[SECRET_BOX]
 
     async def get(self, account_id: str, *, lock: bool = False) -> Account | None:
         row = await get(self._session, AccountRow, account_id, lock=lock)
-        return Account.model_validate(row, from_attributes=True) if row else None
+        if row is None:
+            return None
+        account = Account.model_validate(row, from_attributes=True)
+        return account.model_copy(update={"mfa_secret": self._box.open(row.mfa_secret)})
 
     async def add(self, account: Account, *, created_at: Any) -> bool:
         """Inserts the account; False if one with its id exists (a concurrent twin, say)."""
-        return await insert_once(
-            self._session, AccountRow, {**account.model_dump(), "created_at": created_at}
-        )
+        sealed = self._box.seal(account.mfa_secret)
+        values = {**account.model_dump(), "mfa_secret": sealed, "created_at": created_at}
+        return await insert_once(self._session, AccountRow, values)
 
     async def update(self, account_id: str, changes: dict[str, Any]) -> None:
         row = await get(self._session, AccountRow, account_id, lock=True)

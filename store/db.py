@@ -3,6 +3,7 @@ programmatic Alembic upgrade."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,14 +11,29 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from store.secret_box import SECRET_BOX, SecretBox
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-# A writer waits this long for SQLite's write lock before giving up with "database is locked".
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# What a database outage raises: a refused or lost connection, a pool or statement timeout.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    OSError,
+    TimeoutError,
+)
+
+# A writer waits this long for SQLite's write lock before giving up with "database is locked" (an API
+# request then answers 503 within SPEC §5's 10 s; an activity retries).
+SQLITE_BUSY_TIMEOUT_MS = 8_000
+# PostgreSQL: a connection, a pooled connection and a statement are each waited for this long at most.
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_S = 8
 
 # Connection execution option of read-only transactions: on SQLite they BEGIN DEFERRED and read a
 # WAL snapshot instead of queueing for the write lock.
@@ -33,12 +49,27 @@ def create_engine(url: str) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # pre-ping: a restarted database server costs a reconnect, not a failed activity.
-        return create_async_engine(url, pool_pre_ping=True)
+        return create_async_engine(
+            url,
+            pool_pre_ping=True,
+            pool_timeout=CONNECT_TIMEOUT_S,
+            connect_args={"timeout": CONNECT_TIMEOUT_S, "command_timeout": STATEMENT_TIMEOUT_S},
+            # Errors and logs never carry bound values (tokens are digests, but secrets and names are not).
+            hide_parameters=True,
+        )
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url)
+        _owner_only_file(Path(parsed.database))
+    engine = create_async_engine(url, hide_parameters=True)
     _configure_sqlite(engine)
     return engine
+
+
+def _owner_only_file(path: Path) -> None:
+    """The SQLite file (and its WAL and shared-memory files, made with the same mode) is its owner's only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    path.chmod(0o600)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -77,13 +108,13 @@ class Database:
     NOTHING and an advisory lock per entity keep the rules true under concurrency.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, secret_box: SecretBox) -> None:
         self.engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False, info={SECRET_BOX: secret_box})
 
     @classmethod
-    def at(cls, url: str) -> Database:
-        return cls(create_engine(url))
+    def at(cls, url: str, secret_box: SecretBox) -> Database:
+        return cls(create_engine(url), secret_box)
 
     @property
     def is_postgresql(self) -> bool:
@@ -106,19 +137,21 @@ class Database:
         await self.engine.dispose()
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
-    """Alembic configured in code: independent of the working directory and of any .ini file."""
+def alembic_config(connection: Connection | None = None, secret_box: SecretBox | None = None) -> Config:
+    """Alembic configured in code: independent of the working directory and of any .ini file. The
+    secret box seals secrets an older schema kept in plain text (0004)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
+    config.attributes[SECRET_BOX] = secret_box
     return config
 
 
-async def migrate(url: str) -> None:
+async def migrate(url: str, secret_box: SecretBox | None = None) -> None:
     """`alembic upgrade head` against `url`, in one transaction."""
     engine = create_engine(url)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
+            await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync, secret_box), "head"))
     finally:
         await engine.dispose()

@@ -66,6 +66,15 @@ class OrderStore:
     async def receiving_config(self, order_id: str) -> dict[str, Any] | None:
         return (await must_get(self._session, OrderRow, order_id)).receiving_config
 
+    async def open_order_ids(self) -> list[str]:
+        """The pending and transferring orders, oldest first."""
+        rows = await self._session.scalars(
+            select(OrderRow.order_id)
+            .where(OrderRow.status.in_([OrderStatus.PENDING, OrderStatus.TRANSFERRING]))
+            .order_by(OrderRow.created_at, OrderRow.order_id)
+        )
+        return list(rows)
+
     async def page(
         self,
         *,

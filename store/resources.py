@@ -20,8 +20,9 @@ from store.queries import NO_SYNC, get, insert_once, rowcount
 from store.tables import BillingHandoffRow, ChargeRow, ResourceRow
 
 
-def _resource(row: ResourceRow) -> Resource:
-    return Resource.model_validate(row, from_attributes=True)
+def _resource(row: ResourceRow, attached_eip_ids: list[str] | None = None) -> Resource:
+    resource = Resource.model_validate(row, from_attributes=True)
+    return resource.model_copy(update={"attached_eip_ids": attached_eip_ids or []})
 
 
 def _charge(row: ChargeRow) -> Charge:
@@ -46,20 +47,46 @@ class ResourceStore:
 
     async def get(self, resource_id: str, *, lock: bool = False) -> Resource | None:
         row = await get(self._session, ResourceRow, resource_id, lock=lock)
-        return _resource(row) if row else None
+        if row is None:
+            return None
+        return _resource(row, (await self._attached_eips([row])).get(row.id))
 
     async def add(self, resource: Resource) -> bool:
         """Inserts the resource; False if one with its id exists."""
-        return await insert_once(self._session, ResourceRow, resource.model_dump())
+        values = resource.model_dump(exclude={"attached_eip_ids"})
+        return await insert_once(self._session, ResourceRow, values)
 
     async def owned_by(self, owner_account_ids: set[str]) -> list[Resource]:
         """The resources these accounts own, released ones excluded, oldest first."""
-        rows = await self._session.scalars(
-            select(ResourceRow)
-            .where(ResourceRow.owner_account_id.in_(owner_account_ids), ResourceRow.released.is_(False))
-            .order_by(ResourceRow.created_at, ResourceRow.id)
+        rows = list(
+            await self._session.scalars(
+                select(ResourceRow)
+                .where(ResourceRow.owner_account_id.in_(owner_account_ids), ResourceRow.released.is_(False))
+                .order_by(ResourceRow.created_at, ResourceRow.id)
+            )
         )
-        return [_resource(row) for row in rows]
+        eips = await self._attached_eips(rows)
+        return [_resource(row, eips.get(row.id)) for row in rows]
+
+    async def _attached_eips(self, rows: list[ResourceRow]) -> dict[str, list[str]]:
+        """The EIPs attached to each ECS instance among `rows`, in id order."""
+        instance_ids = [row.id for row in rows if row.product is Product.ECS]
+        if not instance_ids:
+            return {}
+        found = await self._session.execute(
+            select(ResourceRow.attached_to, ResourceRow.id)
+            .where(
+                ResourceRow.attached_to.in_(instance_ids),
+                ResourceRow.product == Product.EIP,
+                ResourceRow.released.is_(False),
+            )
+            .order_by(ResourceRow.id)
+        )
+        eips: dict[str, list[str]] = {}
+        for instance_id, eip_id in found:
+            if instance_id is not None:
+                eips.setdefault(instance_id, []).append(eip_id)
+        return eips
 
     async def change(self, resource_id: str, values: dict[str, Any]) -> Resource:
         """Writes `values` onto a resource the caller read under lock."""
@@ -68,7 +95,7 @@ class ResourceStore:
         for name, value in values.items():
             setattr(row, name, value)
         await self._session.flush()
-        return _resource(row)
+        return _resource(row, (await self._attached_eips([row])).get(row.id))
 
     async def detach_eips_from(self, instance_id: str) -> None:
         await self._session.execute(

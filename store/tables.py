@@ -40,6 +40,7 @@ from domain.models import (
     StepName,
     StepStatus,
 )
+from domain.verification import SecurityEventKind
 from store.types import Money, UTCDateTime, enum_of
 
 ID = 64
@@ -71,7 +72,7 @@ class AccountRow(Base):
     entity_id: Mapped[str | None] = mapped_column(String(128), index=True)
     entity_name: Mapped[str | None] = mapped_column(String(256))
     frozen: Mapped[bool] = mapped_column(Boolean)
-    mfa_secret: Mapped[str] = mapped_column(String(64))
+    mfa_secret: Mapped[str] = mapped_column(String(256))  # sealed (store.secret_box)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -215,6 +216,20 @@ class BillingHandoffRow(Base):
     to_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     cut_over_at: Mapped[datetime] = mapped_column(UTCDateTime)
     reverted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SecurityEventRow(Base):
+    """An account's security event (SPEC §3 "Verification attempts"): failures and lockouts."""
+
+    __tablename__ = "security_events"
+    __table_args__ = (Index("ix_security_events_account_at", "account_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(ID))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[SecurityEventKind] = mapped_column(enum_of(SecurityEventKind, 32))
+    principal: Mapped[dict[str, Any]] = mapped_column(JSON)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class VerificationRow(Base):

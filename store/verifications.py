@@ -1,72 +1,42 @@
-"""Used risk-control verification steps: (account_id, time_step) is unique, so a code works once."""
+"""Verifications of accounts: the TOTP steps used up ((account_id, time_step) is unique, so a code works
+once) and the security events (failures and lockouts) that the attempt limit counts."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
+from uuid import uuid4
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.codes import ErrorCode
-from domain.refusals import TransferError
-from domain.verification import verified_step
-from store.accounts import AccountStore
-from store.queries import get, insert_once
-from store.tables import VerificationRow
+from domain.models import Principal
+from domain.verification import SecurityEvent, SecurityEventKind
+from store.queries import insert_once
+from store.tables import SecurityEventRow, VerificationRow
 
 
 class VerificationStore:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def verify(
-        self,
-        *,
-        verification_id: str,
-        account_id: str,
-        code: str,
-        received_at: datetime,
-        order_id: str | None = None,
-    ) -> None:
-        """Checks a TOTP code at the time it was received (domain.verification) and uses its step up.
-
-        A retry with the same verification_id passes without checking the code again; another
-        verification of an already used step fails, also when both race.
-        """
-        if await self.account_of(verification_id) == account_id:
-            return
-        account = await AccountStore(self._session).get(account_id)
-        if account is None:
-            raise TransferError(ErrorCode.VERIFICATION_FAILED)
-        step = verified_step(account, code, received_at)
-        if not await self._use_step(verification_id, account_id, step, received_at, order_id):
-            raise TransferError(ErrorCode.VERIFICATION_FAILED)
-
-    async def account_of(self, verification_id: str) -> str | None:
-        """The account a recorded verification belongs to (None: never recorded)."""
-        row = await get(self._session, VerificationRow, verification_id)
-        return row.account_id if row else None
-
-    async def _use_step(
-        self,
-        verification_id: str,
-        account_id: str,
-        time_step: int,
-        received_at: datetime,
-        order_id: str | None,
-    ) -> bool:
-        """Records the step as used by this verification; False if another verification used it."""
+    async def use_step(self, account_id: str, time_step: int, received_at: datetime) -> bool:
+        """Records the step as used; False if it was used before (also when two verifications race)."""
         values = {
-            "verification_id": verification_id,
+            "verification_id": uuid4().hex,
             "account_id": account_id,
             "time_step": time_step,
             "received_at": received_at,
-            "order_id": order_id,
+            "order_id": None,
         }
-        if await insert_once(self._session, VerificationRow, values):
-            return True
-        # Either a concurrent retry of this verification won (fine) or the step is used up.
-        return await self.account_of(verification_id) == account_id
+        return await insert_once(self._session, VerificationRow, values)
+
+    async def release_step(self, account_id: str, time_step: int) -> None:
+        await self._session.execute(
+            delete(VerificationRow).where(
+                VerificationRow.account_id == account_id, VerificationRow.time_step == time_step
+            )
+        )
 
     async def used_steps(self, account_id: str, steps: set[int]) -> set[int]:
         """The time steps among `steps` whose code the account has used."""
@@ -76,3 +46,59 @@ class VerificationStore:
             )
         )
         return set(rows)
+
+    async def failures_since(self, account_id: str, since: datetime) -> list[datetime]:
+        rows = await self._session.scalars(
+            select(SecurityEventRow.at).where(
+                SecurityEventRow.account_id == account_id,
+                SecurityEventRow.kind == SecurityEventKind.VERIFICATION_FAILED,
+                SecurityEventRow.at >= since,
+            )
+        )
+        return list(rows)
+
+    async def add_event(
+        self,
+        account_id: str,
+        kind: SecurityEventKind,
+        *,
+        at: datetime,
+        principal: Principal,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self._session.add(
+            SecurityEventRow(
+                account_id=account_id,
+                at=at,
+                kind=kind,
+                principal=principal.model_dump(mode="json"),
+                details=details or {},
+            )
+        )
+
+    async def events(
+        self, account_id: str, *, limit: int, after: tuple[datetime, int] | None = None
+    ) -> tuple[list[SecurityEvent], tuple[datetime, int] | None]:
+        """The account's security events, newest first, and the key of the next page (None: the last)."""
+        query = select(SecurityEventRow).where(SecurityEventRow.account_id == account_id)
+        if after is not None:
+            at, row_id = after
+            query = query.where(
+                (SecurityEventRow.at < at) | ((SecurityEventRow.at == at) & (SecurityEventRow.id < row_id))
+            )
+        rows = list(
+            await self._session.scalars(
+                query.order_by(SecurityEventRow.at.desc(), SecurityEventRow.id.desc()).limit(limit + 1)
+            )
+        )
+        page = [
+            SecurityEvent(
+                at=row.at,
+                kind=row.kind,
+                principal=Principal.model_validate(row.principal),
+                details=row.details,
+            )
+            for row in rows[:limit]
+        ]
+        more = len(rows) > limit
+        return page, (rows[limit - 1].at, rows[limit - 1].id) if more else None

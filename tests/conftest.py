@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from starter.devstack.binaries import temporal_cli
 from store.db import Database, create_engine, migrate
-from tests.factory import Factory
+from tests.factory import SECRET_BOX, Factory
 from tests.stores import Stores
 from workflows import search_attributes
 
@@ -34,7 +34,7 @@ async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store
     url = f"sqlite+aiosqlite:///{Path(tmp_path_factory.mktemp('db')) / 'transfer.db'}"
     await migrate(url)
     engine = create_engine(url)
-    yield Stores(Database(engine))
+    yield Stores(Database(engine, SECRET_BOX))
     await engine.dispose()
 
 

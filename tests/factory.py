@@ -1,4 +1,4 @@
-"""Builds accounts, resources and verification answers with fresh ids, through the real store."""
+"""Builds accounts, resources, TOTP codes and the attestation-keyed client and activities of the tests."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import uuid4
 
 from temporalio import activity
+from temporalio.client import Client
 
 from activities.models import OrderStepInput
 from activities.transfer_activities import TransferActivities
+from domain.attestation import derive_key
 from domain.models import (
     Account,
     AccountKind,
+    Action,
     Billing,
     InstanceStatus,
     Network,
@@ -25,8 +28,12 @@ from domain.models import (
     Resource,
 )
 from domain.verification import code_at, new_secret
+from starter.client import TransferClient, sign
+from store.secret_box import SecretBox
 from tests.stores import Stores
-from workflows.messages import Verification
+from workflows.messages import AttestedMessage
+
+_Message = TypeVar("_Message", bound=AttestedMessage)
 
 
 def fresh_id(prefix: str) -> str:
@@ -75,27 +82,41 @@ def root(account: Account) -> Principal:
     return Principal(kind=PrincipalKind.ROOT, account_id=account.id)
 
 
-def verification(account: Account, *, steps_ahead: int = 0) -> Verification:
-    """The account's answer now; `steps_ahead` takes the code of a later step inside the ±1 window,
-
-    for a second request of one account within the same 30 s (codes are single-use per step).
-    """
-    at = datetime.now(UTC)
-    code = code_at(account.mfa_secret, at + timedelta(seconds=30 * steps_ahead))
-    return Verification(verification_id=uuid4().hex, code=code, received_at=at)
+def code(account: Account, *, steps_ahead: int = 0) -> str:
+    """The account's TOTP code now; `steps_ahead` takes the code of a later step inside the ±1 window,
+    for a second request of one account within the same 30 s (codes are single-use per step)."""
+    return code_at(account.mfa_secret, datetime.now(UTC) + timedelta(seconds=30 * steps_ahead))
 
 
-def wrong_verification(account: Account) -> Verification:
-    at = datetime.now(UTC)
-    right = code_at(account.mfa_secret, at)
-    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
-    return Verification(verification_id=uuid4().hex, code=wrong, received_at=at)
+def wrong_code(account: Account) -> str:
+    return f"{(int(code(account)) + 1) % 1_000_000:06d}"
+
+
+# The tests' TRANSFER_SECRET_KEY, and the attestation key derived from it.
+SECRET_KEY = "tests-secret-key"
+ATTESTATION_KEY = derive_key(SECRET_KEY, "attestation")
+SECRET_BOX = SecretBox(SECRET_KEY)
+
+
+def transfer_client(client: Client, task_queue: str, **options: Any) -> TransferClient:
+    return TransferClient(client, attestation_key=ATTESTATION_KEY, task_queue=task_queue, **options)
+
+
+def signed(
+    message: _Message, principal: Principal, action: Action, order_id: str, *, at: datetime | None = None
+) -> _Message:
+    """`message` with the attestation the service would give it (at `at`, default now)."""
+    return sign(ATTESTATION_KEY, message, principal, action, order_id, at=at or datetime.now(UTC))
+
+
+def transfer_activities(store: Stores) -> TransferActivities:
+    return TransferActivities(store.orders, ATTESTATION_KEY)
 
 
 def freezing_destination_activities(store: Stores) -> list[Callable[..., Any]]:
     """The real activities, except that ownership reassignment also freezes the destination account,
     so that the billing hand-off after it is refused: a failure after ownership moved."""
-    real = TransferActivities(store.orders)
+    real = transfer_activities(store)
 
     @activity.defn(name="reassign_ownership")
     async def reassign_then_freeze(input: OrderStepInput) -> None:

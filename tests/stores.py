@@ -28,6 +28,7 @@ from domain.models import (
 from domain.paging import decode_cursor, encode_cursor
 from starter.services.provisioning import ProvisioningService
 from starter.services.resources import ResourceService
+from starter.services.verification import VerificationService
 from store.accounts import AccountStore
 from store.db import Database
 from store.orders import OrderStore
@@ -45,11 +46,13 @@ class Stores:
     orders: OrderTransactions = field(init=False)
     provisioning: ProvisioningService = field(init=False)
     resources: ResourceService = field(init=False)
+    verification: VerificationService = field(init=False)
 
     def __post_init__(self) -> None:
         self.orders = OrderTransactions(self.db)
         self.provisioning = ProvisioningService(self.db)
         self.resources = ResourceService(self.db)
+        self.verification = VerificationService(self.db)
 
     def __getattr__(self, name: str) -> Any:
         for owner in (self.orders, self.provisioning):
@@ -96,6 +99,10 @@ class Stores:
                 account_ids=account_ids, role=role, status=status, limit=limit, after=after
             )
         return page, encode_cursor(page[-1].created_at, page[-1].order_id) if more else None
+
+    async def verify_code(self, *, account_id: str, code: str, received_at: datetime) -> None:
+        """The root of `account_id` verifies `code` (VerificationService)."""
+        await self.verification.verify(root_of(account_id), code, received_at)
 
     async def set_instance_status(self, resource_id: str, status: InstanceStatus) -> Resource:
         """The owner stops or starts the instance (ResourceService)."""

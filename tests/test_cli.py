@@ -21,7 +21,7 @@ from domain.verification import STEP_SECONDS, code_at
 from starter.cli import app
 from starter.cli.commands import parse_window
 from store.db import Database, create_engine, migrate, sqlite_url
-from tests.factory import Factory, fresh_id
+from tests.factory import ATTESTATION_KEY, SECRET_BOX, SECRET_KEY, Factory, fresh_id
 from tests.stores import Stores
 from worker import build_worker
 
@@ -114,7 +114,11 @@ def database(tmp_path: Path) -> Iterator[dict[str, str]]:
     result = invoke("migrate", env={"TRANSFER_DATABASE_URL": url})
     assert result.exit_code == 0, result.output
     # Temporal would be at a port nobody listens on: these refusals must come before it is needed.
-    yield {"TRANSFER_DATABASE_URL": url, "TRANSFER_TEMPORAL_ADDRESS": "127.0.0.1:1"}
+    yield {
+        "TRANSFER_DATABASE_URL": url,
+        "TRANSFER_TEMPORAL_ADDRESS": "127.0.0.1:1",
+        "TRANSFER_SECRET_KEY": SECRET_KEY,
+    }
 
 
 def test_initiate_with_an_unknown_token_is_unauthenticated(database: dict[str, str]) -> None:
@@ -147,7 +151,11 @@ def test_every_operator_command_needs_a_known_token(database: dict[str, str], ar
 
 
 def test_an_unmigrated_database_is_a_clean_error(tmp_path: Path) -> None:
-    env = {"TRANSFER_DATABASE_URL": sqlite_url(tmp_path / "empty.db"), "TRANSFER_TOKEN": "x"}
+    env = {
+        "TRANSFER_DATABASE_URL": sqlite_url(tmp_path / "empty.db"),
+        "TRANSFER_TOKEN": "x",
+        "TRANSFER_SECRET_KEY": SECRET_KEY,
+    }
     result = invoke("list", env=env)
     assert result.exit_code == 1, result.output
     assert "transfer migrate" in result.output
@@ -168,12 +176,12 @@ def test_code_prints_the_current_code_and_skips_a_used_step(tmp_path: Path) -> N
         await migrate(url)
         engine = create_engine(url)
         try:
-            return await Factory(Stores(Database(engine))).account(id="carol")
+            return await Factory(Stores(Database(engine, SECRET_BOX))).account(id="carol")
         finally:
             await engine.dispose()
 
     carol = asyncio.run(setup())
-    env = {"TRANSFER_DATABASE_URL": url}
+    env = {"TRANSFER_DATABASE_URL": url, "TRANSFER_SECRET_KEY": SECRET_KEY}
     before = datetime.now(UTC)
     first = invoke("code", "carol", env=env)
     assert first.exit_code == 0, first.output
@@ -184,8 +192,8 @@ def test_code_prints_the_current_code_and_skips_a_used_step(tmp_path: Path) -> N
     async def use(code: str) -> None:
         engine = create_engine(url)
         try:
-            await Stores(Database(engine)).verify_code(
-                verification_id=token_urlsafe(8), account_id="carol", code=code, received_at=datetime.now(UTC)
+            await Stores(Database(engine, SECRET_BOX)).verify_code(
+                account_id="carol", code=code, received_at=datetime.now(UTC)
             )
         finally:
             await engine.dispose()
@@ -234,15 +242,16 @@ async def operator(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterato
     url = sqlite_url(tmp_path / "transfer.db")
     await migrate(url)
     engine = create_engine(url)
-    store = Stores(Database(engine))
+    store = Stores(Database(engine, SECRET_BOX))
     task_queue = fresh_id("tq")
     env = {
         "TRANSFER_DATABASE_URL": url,
         "TRANSFER_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "TRANSFER_TASK_QUEUE": task_queue,
+        "TRANSFER_SECRET_KEY": SECRET_KEY,
     }
     try:
-        async with build_worker(dev_env.client, store.db, task_queue):
+        async with build_worker(dev_env.client, store.db, task_queue, ATTESTATION_KEY):
             yield Operator(env=env, store=store, factory=Factory(store))
     finally:
         await engine.dispose()
@@ -347,3 +356,11 @@ async def test_reject_and_cancel_batches(operator: Operator) -> None:
     for order_id, status in zip(ids, ("rejected", "rejected", "cancelled"), strict=True):
         order = await operator.store.get_order(order_id)
         assert order is not None and order.status.value == status
+
+
+@pytest.mark.parametrize("command", ["worker", "api"])
+def test_the_worker_and_the_api_refuse_to_start_without_a_secret_key(command: str, tmp_path: Path) -> None:
+    result = invoke(command, env={"TRANSFER_DATA_DIR": str(tmp_path), "TRANSFER_SECRET_KEY": ""})
+    assert result.exit_code == 2, result.output
+    assert "TRANSFER_SECRET_KEY" in result.output
+    assert_clean(result)

@@ -272,7 +272,9 @@ def test_healthchecks(services: dict[str, dict[str, Any]]) -> None:
     assert "pg_isready" in " ".join(services["postgresql"]["healthcheck"]["test"])
     assert "7233" in " ".join(services["temporal"]["healthcheck"]["test"])
     api_check = " ".join(services["api"]["healthcheck"]["test"])
-    api_port = environment(services["api"], {"TRANSFER_ADMIN_TOKEN": "t"})["TRANSFER_API_PORT"]
+    api_port = environment(services["api"], {"TRANSFER_ADMIN_TOKEN": "t", "TRANSFER_SECRET_KEY": "k"})[
+        "TRANSFER_API_PORT"
+    ]
     assert "curl" not in api_check and "wget" not in api_check, "python:*-slim has neither"
     assert services["api"]["healthcheck"]["test"][1] == "python"
     assert "urllib" in api_check and f":{api_port}/healthz" in api_check
@@ -295,8 +297,8 @@ def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
     def targets(name: str) -> set[str]:
         return {str(port).rsplit(":", 1)[-1] for port in services[name].get("ports", [])}
 
-    assert "7233" in targets("temporal")
-    assert "8080" in targets("temporal-ui")
+    assert "ports" not in services["temporal"], "a client of the frontend could start and signal workflows"
+    assert services["temporal-ui"]["ports"] == ["127.0.0.1:8233:8080"], "the UI has no sign-in: local only"
     assert "8000" in targets("api")
     assert "ports" not in services["postgresql"], "the database is for the stack only"
 
@@ -338,8 +340,20 @@ def test_no_shell_variable_is_left_to_compose_interpolation(compose: dict[str, A
 
 def test_admin_token_is_required(services: dict[str, dict[str, Any]]) -> None:
     with pytest.raises(LookupError, match="TRANSFER_ADMIN_TOKEN"):
-        environment(services["api"], {})
-    assert "TRANSFER_ADMIN_TOKEN" not in environment(services["worker"]), "only the API needs the token"
+        environment(services["api"], {"TRANSFER_SECRET_KEY": "k"})
+    worker = environment(services["worker"], {"TRANSFER_SECRET_KEY": "k"})
+    assert "TRANSFER_ADMIN_TOKEN" not in worker, "only the API needs the token"
+
+
+@pytest.mark.parametrize("name", ["worker", "api"])
+def test_the_secret_key_is_required_by_the_worker_and_the_api(
+    name: str, services: dict[str, dict[str, Any]]
+) -> None:
+    with pytest.raises(LookupError, match="TRANSFER_SECRET_KEY"):
+        environment(services[name], {"TRANSFER_ADMIN_TOKEN": "t"})
+    both = environment(services[name], {"TRANSFER_ADMIN_TOKEN": "t", "TRANSFER_SECRET_KEY": "k"})
+    assert both["TRANSFER_SECRET_KEY"] == "k"
+    assert "TRANSFER_SECRET_KEY" not in environment(services["migrate"]), "migrations sign nothing"
 
 
 @pytest.mark.parametrize("password", [None, "s3cret"])
@@ -350,7 +364,7 @@ def test_app_settings_point_at_the_stack(
     services: dict[str, dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    host_env = {"TRANSFER_ADMIN_TOKEN": "admin-token"}
+    host_env = {"TRANSFER_ADMIN_TOKEN": "admin-token", "TRANSFER_SECRET_KEY": "secret-key"}
     if password is not None:
         host_env["POSTGRES_PASSWORD"] = password
     for key in os.environ:

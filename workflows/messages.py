@@ -6,9 +6,11 @@ Clients (the starter's library, CLI and HTTP API) build these; the workflow read
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.attestation import Attestation
 from domain.models import Id, OrderStatus, Principal, Product, ReceivingConfig, Refusal
 
 WORKFLOW_TYPE = "ResourceTransfer"
@@ -20,48 +22,41 @@ class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Verification(Message):
-    """A risk-control answer as the service received it.
+class AttestedMessage(Message):
+    """A message that acts for a principal: it carries the service's attestation (domain.attestation),
+    which names the principal; the workflow acts on it only once a worker has checked it."""
 
-    The code is checked against `received_at`, not against the time a worker gets to it, so an outage
-    cannot invalidate a code typed in time. One `verification_id` covers every order of one request.
-    """
-
-    verification_id: str = Field(min_length=1, max_length=64)
-    code: str = Field(max_length=16)
-    received_at: datetime
-
-
-class TransferInput(Message):
-    order_id: Id
-    resource_id: Id
-    initiator: Principal
-    destination_account_id: Id
-    agreement_version: str
-    verification: Verification
-    confirm_window: timedelta = DEFAULT_CONFIRM_WINDOW
+    attestation: Attestation | None = None
 
     @property
-    def source_account_id(self) -> str:
-        return self.initiator.account_id
+    def principal(self) -> Principal | None:
+        """Who the message claims to act for (trusted only once the attestation is checked)."""
+        return self.attestation.principal if self.attestation is not None else None
+
+    def signed(self) -> dict[str, Any]:
+        """The part of the message its attestation's request digest covers: everything but itself."""
+        return self.model_dump(mode="json", exclude={"attestation"})
 
 
-class ConfirmRequest(Message):
-    # Histories recorded before 2026-12 carry an unused `agreement_version`: ignored, so they replay.
-    model_config = ConfigDict(frozen=True, extra="ignore")
+class TransferInput(AttestedMessage):
+    order_id: Id
+    resource_id: Id
+    source_account_id: Id
+    destination_account_id: Id
+    agreement_version: str
+    confirm_window: timedelta = DEFAULT_CONFIRM_WINDOW
 
-    principal: Principal
+
+class ConfirmRequest(AttestedMessage):
     agreement_accepted: bool
-    verification: Verification
     receiving_config: ReceivingConfig | None = None
 
 
-class CancelRequest(Message):
-    principal: Principal
+class CancelRequest(AttestedMessage):
+    pass
 
 
-class RejectRequest(Message):
-    principal: Principal
+class RejectRequest(AttestedMessage):
     reason: str | None = Field(default=None, max_length=512)
 
 
@@ -83,6 +78,16 @@ class OrderState(Message):
     completed_at: datetime | None = None
     failure: Refusal | None = None
     refusal: Refusal | None = None
+    # Who decided the order (an account id, OPERATOR or EXPIRY) and why (a reject's reason).
+    decided_by: str | None = None
+    reason: str | None = None
+    # Refusals of one actor and action past the first 10 are counted here, not recorded one by one.
+    unrecorded_refusals: int = 0
+
+
+# decided_by of an operator's cancel and of the expiry
+OPERATOR = "operator"
+EXPIRY = "expiry"
 
 
 class TransferResult(Message):

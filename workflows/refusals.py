@@ -1,9 +1,9 @@
 """A Refusal across Temporal: the one module that turns it into an ApplicationError and back.
 
 An activity raises `application_error(refusal)`: never retried, benign (the SDK logs it as an expected
-outcome, not a failure with a traceback), typed with the SPEC code. The workflow reads an activity's
-refusal with `from_activity`, and answers an update's caller with `application_error` again; the client
-reads it with `from_update`.
+outcome, not a failure with a traceback), typed with the SPEC code. The workflow catches
+ACTIVITY_FAILURES and reads an activity's refusal with `from_activity`, and answers an update's caller
+with `application_error` again; the client reads it with `from_update`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,14 @@ def _refusal(cause: BaseException | None) -> Refusal | None:
     return Refusal(code=code, message=cause.message, details=payload.get("details") or {})
 
 
-def from_activity(error: ActivityError) -> Refusal:
+# What an activity's failure is in the workflow: an ActivityError wrapping it (an activity), or the
+# ApplicationError itself (a local activity).
+ACTIVITY_FAILURES = (ActivityError, ApplicationError)
+
+
+def from_activity(error: ActivityError | ApplicationError) -> Refusal:
     """The business refusal an activity raised; anything else is not ours to turn into an order status."""
-    refusal = _refusal(error.cause)
+    refusal = _refusal(error.cause if isinstance(error, ActivityError) else error)
     if refusal is None:
         raise error
     return refusal

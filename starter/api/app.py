@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -13,15 +14,28 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.codes import ErrorCode, default_message
 from domain.models import Refusal
-from domain.refusals import TransferError
+from domain.refusals import RETRY_AFTER_S, TransferError, unavailable
 from settings import Settings, connect_temporal
-from starter.api.deps import AppState, Services, authenticate
-from starter.api.routes import admin, organization, resources, transfers
+from starter.api.body_limit import BodyLimit
+from starter.api.deps import AppState, Services, authenticate, get_state
+from starter.api.routes import admin, organization, resources, security_events, transfers
+from starter.api.schemas.common import ErrorEnvelope
 from starter.client import TransferClient
 from starter.services.provisioning import ProvisioningService
+from starter.services.readiness import ReadinessService
 from starter.services.resources import ResourceService
 from starter.services.transfers import TransferService
-from store.db import Database
+from starter.services.verification import VerificationService
+from store.db import OUTAGE_ERRORS, Database
+
+log = structlog.get_logger(__name__)
+
+_HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+
+
+def _database_down() -> JSONResponse:
+    refused = unavailable("database")
+    return error_response(refused.code.http_status, refused.refusal)
 
 
 def build_services(transfers: TransferClient, db: Database) -> Services:
@@ -29,11 +43,18 @@ def build_services(transfers: TransferClient, db: Database) -> Services:
         transfers=TransferService(transfers, db),
         resources=ResourceService(db),
         provisioning=ProvisioningService(db),
+        verification=VerificationService(db),
+        readiness=ReadinessService(transfers.client, db),
     )
 
 
 def error_response(status: int, refusal: Refusal) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": refusal.model_dump(mode="json")})
+    headers = {}
+    if (retry_after := refusal.details.get("retry_after_s")) is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(
+        status_code=status, content={"error": refusal.model_dump(mode="json")}, headers=headers
+    )
 
 
 def _envelope(
@@ -50,11 +71,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         if services is not None:
             yield
             return
-        db = Database.at(settings.effective_database_url)
-        client = await connect_temporal(settings)
-        transfers = TransferClient(
-            client, task_queue=settings.task_queue, confirm_window=settings.confirm_window
-        )
+        db = Database.at(settings.effective_database_url, settings.secret_box())
+        # Lazy: the API starts and answers (503 where it needs Temporal) while Temporal is down.
+        client = await connect_temporal(settings, lazy=True)
+        transfers = TransferClient.of(client, settings)
         app.state.transfer = AppState(settings=settings, services=build_services(transfers, db))
         try:
             yield
@@ -75,7 +95,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def authenticated_first(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path.startswith("/v1/") and not await authenticate(request):
+        try:
+            authenticated = not request.url.path.startswith("/v1/") or await authenticate(request)
+        except OUTAGE_ERRORS:
+            # Outside the exception handlers: the token could not be looked up.
+            return _database_down()
+        if not authenticated:
             code = ErrorCode.UNAUTHENTICATED
             return _envelope(code.http_status, code, default_message(code))
         return await call_next(request)
@@ -96,12 +121,35 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         # Unknown paths and methods: still the envelope, with the status Starlette chose.
-        return _envelope(error.status_code, ErrorCode.VALIDATION_ERROR, str(error.detail))
+        code = _HTTP_CODES.get(error.status_code, ErrorCode.VALIDATION_ERROR)
+        return _envelope(error.status_code, code, default_message(code))
+
+    async def database_down(_: Request, error: Exception) -> JSONResponse:
+        log.warning("database unavailable", error=type(error).__name__)
+        return _database_down()
+
+    for outage in OUTAGE_ERRORS:
+        app.add_exception_handler(outage, database_down)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
+        """200 while the API runs."""
         return {"status": "ok"}
 
-    for module in (transfers, resources, organization, admin):
+    @app.get("/readyz", tags=["health"], responses={503: {"model": ErrorEnvelope}})
+    async def readyz(request: Request) -> dict[str, str]:
+        """200 when Temporal and the database answer; else 503 with `details.failing`."""
+        failing = await get_state(request).services.readiness.failing()
+        if failing:
+            raise TransferError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                f"Not ready: {', '.join(failing)} cannot be reached",
+                {"failing": failing, "retry_after_s": RETRY_AFTER_S},
+            )
+        return {"status": "ready"}
+
+    for module in (transfers, resources, organization, security_events, admin):
         app.include_router(module.router)
+    # Added last, so outermost: a large body is refused before authentication reads anything.
+    app.add_middleware(BodyLimit)
     return app

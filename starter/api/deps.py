@@ -14,8 +14,10 @@ from domain.models import OrderStatus, Principal, Role
 from domain.refusals import TransferError
 from settings import Settings
 from starter.services.provisioning import ProvisioningService
+from starter.services.readiness import ReadinessService
 from starter.services.resources import ResourceService
 from starter.services.transfers import TransferService
+from starter.services.verification import VerificationService
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class Services:
     transfers: TransferService
     resources: ResourceService
     provisioning: ProvisioningService
+    verification: VerificationService
+    readiness: ReadinessService
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,10 @@ def get_transfers(state: Annotated[AppState, Depends(get_state)]) -> TransferSer
 
 def get_resources(state: Annotated[AppState, Depends(get_state)]) -> ResourceService:
     return state.services.resources
+
+
+def get_verification(state: Annotated[AppState, Depends(get_state)]) -> VerificationService:
+    return state.services.verification
 
 
 def get_provisioning(state: Annotated[AppState, Depends(get_state)]) -> ProvisioningService:
@@ -98,14 +106,15 @@ def require_admin(
 TransfersDep = Annotated[TransferService, Depends(get_transfers)]
 ResourcesDep = Annotated[ResourceService, Depends(get_resources)]
 ProvisioningDep = Annotated[ProvisioningService, Depends(get_provisioning)]
+VerificationDep = Annotated[VerificationService, Depends(get_verification)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        pattern=r"^[\x21-\x7e]{1,100}$",
-        description="Optional: a repeat with the same key answers the first request's charges "
-        "(renew, upgrade, convert_billing, auto-renew).",
+        pattern=r"^[\x20-\x7e]{1,200}$",
+        description="Optional, 1-200 printable ASCII characters: a repeat by the same principal with "
+        "the same key within 24 hours answers the first answer without acting again.",
     ),
 ]
 
@@ -135,5 +144,6 @@ class ResourceQuery(PageQuery):
     ] = None
 
 
+PageQueryDep = Annotated[PageQuery, Depends()]
 OrderQueryDep = Annotated[OrderQuery, Depends()]
 ResourceQueryDep = Annotated[ResourceQuery, Depends()]

@@ -41,9 +41,10 @@ from domain.models import ID_PATTERN, Order, OrderStatus, Principal, ReceivingCo
 from domain.refusals import TransferError
 from domain.verification import STEP_SECONDS, code_at
 from logs import configure_logging
-from settings import ConfirmWindow, Settings, connect_temporal
+from settings import ConfirmWindow, MissingSecretKey, Settings, connect_temporal
 from starter.client import TransferClient
 from starter.services.provisioning import ProvisioningService
+from starter.services.repair import RepairService
 from starter.services.transfers import InitiateItem, OnItemAnswered, OrderItem, TransferService
 from store.accounts import AccountStore
 from store.db import Database, migrate
@@ -101,6 +102,15 @@ def _settings(**overrides: Any) -> Settings:
             f"TRANSFER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
         )
         err().print(f"[red]error:[/red] invalid configuration: {escape(problems)}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _require_secret_key(settings: Settings) -> None:
+    """The worker and the API refuse to start without TRANSFER_SECRET_KEY (SPEC §5 Configuration)."""
+    try:
+        settings.attestation_key()
+    except MissingSecretKey as error:
+        err().print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -249,7 +259,7 @@ def worker_command() -> None:
     """Run the Temporal worker until SIGTERM or SIGINT (graceful: tasks in hand finish)."""
     import worker
 
-    _settings()  # a clean message for a bad TRANSFER_* value
+    _require_secret_key(_settings())  # a clean message for a bad TRANSFER_* value or a missing key
     worker.main()
 
 
@@ -259,6 +269,7 @@ def api() -> None:
     from starter.devstack.stack import api_server
 
     settings = _settings()
+    _require_secret_key(settings)
     configure_logging(settings.log_level)
 
     async def serve() -> None:
@@ -285,7 +296,9 @@ def migrate_command() -> None:
 
     async def work() -> int:
         try:
-            await migrate(url)
+            # The key is needed only to seal secrets an older schema kept in plain text.
+            box = settings.secret_box() if settings.secret_key or settings.secret_key_file.is_file() else None
+            await migrate(url, box)
         except (SQLAlchemyError, OSError) as error:
             raise CliFailure(f"cannot migrate {_safe_url(url)}: {error}") from None
         out().print(f"database migrated: {_safe_url(url)}", soft_wrap=True)
@@ -345,7 +358,10 @@ def _check_ids(ids: Sequence[str], what: str) -> None:
 @asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[Database]:
     url = settings.effective_database_url
-    db = Database.at(url)
+    try:
+        db = Database.at(url, settings.secret_box())
+    except MissingSecretKey as error:
+        raise CliFailure(str(error)) from None
     try:
         yield db
     except SQLAlchemyError as error:
@@ -370,18 +386,22 @@ async def _operator(
             _fail(ErrorCode.UNAUTHENTICATED)
         if check is not None:
             check()
-        try:
-            # Reads come from the database only: they connect lazily, so Temporal may be down.
-            client = await connect_temporal(settings, lazy=not temporal)
-        except RuntimeError as error:
-            raise CliFailure(
-                f"cannot reach Temporal at {settings.temporal_address} ({error}): is `transfer dev` "
-                "running, or TRANSFER_TEMPORAL_ADDRESS set?"
-            ) from None
-        transfers = TransferClient(
-            client, task_queue=settings.task_queue, confirm_window=settings.confirm_window
-        )
-        yield TransferService(transfers, db), principal
+        yield TransferService(await _transfer_client(settings, temporal=temporal), db), principal
+
+
+async def _transfer_client(settings: Settings, *, temporal: bool = True) -> TransferClient:
+    try:
+        # Reads come from the database only: they connect lazily, so Temporal may be down.
+        client = await connect_temporal(settings, lazy=not temporal)
+    except RuntimeError as error:
+        raise CliFailure(
+            f"cannot reach Temporal at {settings.temporal_address} ({error}): is `transfer dev` "
+            "running, or TRANSFER_TEMPORAL_ADDRESS set?"
+        ) from None
+    try:
+        return TransferClient.of(client, settings)
+    except MissingSecretKey as error:
+        raise CliFailure(str(error)) from None
 
 
 async def _with_progress(total: int, description: str, work: Callable[[OnItemAnswered], Awaitable[_T]]) -> _T:
@@ -699,6 +719,44 @@ def list_orders(
         out().print(table)
         if next_cursor:
             out().print(f"next page: --cursor {next_cursor}", soft_wrap=True)
+        return OK
+
+    _run(work)
+
+
+@app.command()
+def repair(
+    order_id: Annotated[str | None, typer.Argument(help="The order to repair.")] = None,
+    all_orders: Annotated[
+        bool, typer.Option("--all", help="Every order the database holds as pending or transferring.")
+    ] = False,
+) -> None:
+    """Operators: bring orders whose run has closed to the run's final state (SPEC §4), releasing the
+    lock and compensating a half-done hand-off. Idempotent; prints what it changed."""
+
+    async def work() -> int:
+        if (order_id is None) is not all_orders:
+            _fail(ErrorCode.VALIDATION_ERROR, "give an ORDER_ID or --all (not both)")
+        if order_id is not None:
+            _check_ids([order_id], "order id")
+        settings = _settings()
+        async with _database(settings) as db:
+            service = RepairService(await _transfer_client(settings), db)
+            order_ids = [order_id] if order_id is not None else await service.open_order_ids()
+            table = Table(title="Repair", title_justify="left")
+            for column in ("order", "before", "after", "what"):
+                table.add_column(column, no_wrap=column != "what")
+            changed = 0
+            for one in order_ids:
+                done = await service.repair(one)
+                changed += done.changed
+                before = done.before.value if done.before else "-"
+                after = done.after.value if done.after else "-"
+                table.add_row(
+                    done.order_id, before, f"[green]{after}[/green]" if done.changed else after, done.note
+                )
+        out().print(table)
+        out().print(f"{changed} of {len(order_ids)} order(s) changed", soft_wrap=True)
         return OK
 
     _run(work)

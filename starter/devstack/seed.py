@@ -128,7 +128,7 @@ def plan() -> Demo:
         ),
         DemoResource(
             id="i-alice-legacy", owner_account_id="alice", product=ecs, billing=sub, monthly_price="80.00",
-            network=classic, status=running, note="transferable (classic network: no stop needed)",
+            network=classic, status=running, note="blocked: EIP_ATTACHED (eip-alice-bound is attached to it)",
         ),
         DemoResource(
             id="eip-alice-1", owner_account_id="alice", product=eip, billing=payg, monthly_price="12.00",
@@ -136,7 +136,7 @@ def plan() -> Demo:
         ),
         DemoResource(
             id="eip-alice-bound", owner_account_id="alice", product=eip, billing=payg, monthly_price="12.00",
-            bandwidth_mbps=5, attached_to="i-alice-web", note="blocked: EIP_ATTACHED",
+            bandwidth_mbps=5, attached_to="i-alice-legacy", note="blocked: EIP_ATTACHED",
         ),
         DemoResource(
             id="eip-alice-sub", owner_account_id="alice", product=eip, billing=sub, monthly_price="20.00",

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -297,7 +298,7 @@ async def prepare(settings: Settings, seed_demo: bool, temporal: TemporalServer)
     await temporal.wait_ready()
     url = settings.effective_database_url
     try:
-        await migrate(url)
+        await migrate(url, settings.secret_box())
     except (SQLAlchemyError, OSError) as error:
         safe = make_url(url).render_as_string(hide_password=True) if "://" in url else url
         raise DevStackError(f"cannot migrate the database {safe}: {error}") from None
@@ -309,7 +310,7 @@ async def prepare(settings: Settings, seed_demo: bool, temporal: TemporalServer)
             # A new folder: a fresh plan (new tokens and secrets), keeping a generated admin token.
             demo = seed.plan().model_copy(update={"admin_token": demo.admin_token})
             seed.save(data_dir, demo)  # the plan first: an interrupted seed resumes with the same data
-        db = Database.at(settings.effective_database_url)
+        db = Database.at(settings.effective_database_url, settings.secret_box())
         try:
             provisioning = ProvisioningService(db)
             # Seeded once; again only if the database lost the accounts (a deleted transfer.db).
@@ -360,10 +361,24 @@ def dev_settings(settings: Settings) -> Settings:
     )
 
 
+def ensure_secret_key(settings: Settings) -> None:
+    """`transfer dev` generates the secret key of its data folder once (unless TRANSFER_SECRET_KEY is
+    set); the worker, the API and the operator commands read it from there."""
+    path = settings.secret_key_file
+    if settings.secret_key is not None or path.exists():
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(secrets.token_urlsafe(32) + "\n")
+
+
 async def run(settings: Settings, *, seed_demo: bool, console: Console) -> int:
     """Runs the stack until SIGINT or SIGTERM; 0 after a clean stop, 1 if a part failed."""
     settings = dev_settings(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # It holds tokens, TOTP secrets and the secret key: its owner's only.
+    settings.data_dir.chmod(0o700)
+    ensure_secret_key(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

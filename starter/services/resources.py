@@ -81,6 +81,7 @@ class ListedResource(BaseModel):
 
     resource: Resource
     blockers: list[Refusal]
+    warnings: list[Refusal]
 
 
 class ResourceService:
@@ -117,7 +118,9 @@ class ResourceService:
         at = now()
         items = [
             ListedResource(
-                resource=r, blockers=rules.blockers(r, source_account_id=r.owner_account_id, now=at)
+                resource=r,
+                blockers=rules.blockers(r, source_account_id=r.owner_account_id, now=at),
+                warnings=rules.warnings(r),
             )
             for r in resources
         ]

@@ -31,14 +31,14 @@ from domain.models import (
     Role,
 )
 from domain.paging import decode_cursor, encode_cursor
-from domain.refusals import TransferError
-from starter.client import TransferClient
-from store.db import Database
+from domain.refusals import TransferError, unavailable
+from starter.client import TransferClient, keyed_id
+from starter.services.verification import VerificationService, Verified
+from store.db import OUTAGE_ERRORS, Database
 from store.orders import OrderStore
 from store.organizations import OrganizationStore
 from store.resources import ResourceStore
-from store.verifications import VerificationStore
-from workflows.messages import ConfirmRequest, OrderState, Verification
+from workflows.messages import OrderState
 
 
 class Result(BaseModel):
@@ -65,6 +65,7 @@ class OrderItem(Result):
 class Blockers(Result):
     resource_id: str
     blockers: list[Refusal]
+    warnings: list[Refusal]
 
 
 # Told once per item of a batch as soon as that item is answered (the CLI's progress bar).
@@ -73,12 +74,21 @@ _Item = TypeVar("_Item")
 
 
 async def _each(
-    keys: Sequence[str], answer: Callable[[str], Awaitable[_Item]], progress: OnItemAnswered | None
+    keys: Sequence[str],
+    answer: Callable[[str], Awaitable[_Item]],
+    refused: Callable[[str, Refusal], _Item],
+    progress: OnItemAnswered | None,
 ) -> list[_Item]:
-    """Answers every item of a batch concurrently, in request order."""
+    """Answers every item of a batch concurrently, in request order. An item whose answer raises a
+    refusal, or meets a database outage, is that item's error: the items done keep their results."""
 
     async def one(key: str) -> _Item:
-        item = await answer(key)
+        try:
+            item = await answer(key)
+        except TransferError as error:
+            item = refused(key, error.refusal)
+        except OUTAGE_ERRORS:
+            item = refused(key, unavailable("database").refusal)
         if progress is not None:
             progress()
         return item
@@ -90,6 +100,9 @@ class TransferService:
     def __init__(self, transfers: TransferClient, db: Database) -> None:
         self.transfers = transfers
         self._db = db
+        # Checks the code once for the whole request and uses it up; the messages the client then
+        # sends carry the attestation that it was checked, never the code.
+        self._verification = VerificationService(db)
 
     # --- initiate ---------------------------------------------------------------------------------
 
@@ -104,18 +117,6 @@ class TransferService:
         if (refused := rules.pair_refusal(pair)) is not None:
             raise TransferError.of(refused)
 
-    async def _verify(self, principal: Principal, code: str, received_at: datetime) -> Verification:
-        """Checks the code once for the whole request; the workflows re-check it by its id."""
-        verification = Verification(verification_id=uuid4().hex, code=code, received_at=received_at)
-        async with self._db.write() as session:
-            await VerificationStore(session).verify(
-                verification_id=verification.verification_id,
-                account_id=principal.account_id,
-                code=code,
-                received_at=received_at,
-            )
-        return verification
-
     async def initiate(
         self,
         principal: Principal,
@@ -125,6 +126,7 @@ class TransferService:
         agreement_accepted: bool,
         code: str,
         received_at: datetime | None = None,
+        idempotency_key: str | None = None,
         progress: OnItemAnswered | None = None,
     ) -> list[InitiateItem]:
         """Opens one order per resource; answers once each is open (lock held) or refused."""
@@ -132,22 +134,27 @@ class TransferService:
         await self._request_level(principal, destination_account_id)
         if not agreement_accepted:
             raise TransferError(ErrorCode.AGREEMENT_NOT_ACCEPTED)
-        verification = await self._verify(principal, code, received_at)
+        verified = await self._verification.verify(principal, code, received_at)
 
         async def open_one(resource_id: str) -> InitiateItem:
-            try:
-                state = await self.transfers.initiate(
-                    initiator=principal,
-                    destination_account_id=destination_account_id,
-                    resource_id=resource_id,
-                    verification=verification,
-                    agreement_version=AGREEMENT_VERSION,
-                )
-            except TransferError as error:
-                return InitiateItem(resource_id=resource_id, error=error.refusal)
+            # With an Idempotency-Key, a retry names the same order and update: it joins them.
+            keyed = keyed_id(principal, idempotency_key, Action.INITIATE, resource_id)
+            state = await self.transfers.initiate(
+                initiator=principal,
+                destination_account_id=destination_account_id,
+                resource_id=resource_id,
+                agreement_version=AGREEMENT_VERSION,
+                order_id=f"to-{keyed}" if keyed else None,
+                update_id=keyed,
+            )
             return InitiateItem(resource_id=resource_id, order_id=state.order_id, status=state.status)
 
-        return await _each(resource_ids, open_one, progress)
+        def refused(resource_id: str, why: Refusal) -> InitiateItem:
+            return InitiateItem(resource_id=resource_id, error=why)
+
+        items = await _each(resource_ids, open_one, refused, progress)
+        await self._unless_nothing_was_done(items, verified)
+        return items
 
     async def validate(
         self,
@@ -157,20 +164,20 @@ class TransferService:
         resource_ids: Sequence[str],
         received_at: datetime | None = None,
     ) -> list[Blockers]:
-        """The dry run: request-level rules as errors, every per-resource blocker listed."""
+        """The dry run: request-level rules as errors, every per-resource blocker and warning listed."""
         await self._request_level(principal, destination_account_id)
         at = received_at or now()
         async with self._db.read() as session:
             resources = ResourceStore(session)
-            return [
-                Blockers(
-                    resource_id=resource_id,
-                    blockers=rules.blockers(
-                        await resources.get(resource_id), source_account_id=principal.account_id, now=at
-                    ),
-                )
-                for resource_id in resource_ids
-            ]
+            results = []
+            for resource_id in resource_ids:
+                resource = await resources.get(resource_id)
+                found = rules.blockers(resource, source_account_id=principal.account_id, now=at)
+                # Another account's resource is not found, and says nothing more.
+                hidden = any(b.code is ErrorCode.RESOURCE_NOT_FOUND for b in found)
+                warned = [] if hidden else rules.warnings(resource)
+                results.append(Blockers(resource_id=resource_id, blockers=found, warnings=warned))
+            return results
 
     # --- confirm, cancel, reject --------------------------------------------------------------------
 
@@ -183,6 +190,7 @@ class TransferService:
         code: str,
         receiving_config: ReceivingConfig | None = None,
         received_at: datetime | None = None,
+        idempotency_key: str | None = None,
         progress: OnItemAnswered | None = None,
     ) -> list[OrderItem]:
         received_at = received_at or now()
@@ -190,30 +198,38 @@ class TransferService:
         if not agreement_accepted:
             raise TransferError(ErrorCode.AGREEMENT_NOT_ACCEPTED)
         # A successful verification uses the code up, even when every order is then refused.
-        verification = await self._verify(principal, code, received_at)
-        request = ConfirmRequest(
-            principal=principal,
-            agreement_accepted=True,
-            verification=verification,
-            receiving_config=receiving_config,
-        )
-        return await self._each_order(
+        verified = await self._verification.verify(principal, code, received_at)
+        items = await self._each_order(
             principal,
             order_ids,
             Action.CONFIRM,
-            lambda order_id: self.transfers.confirm(order_id, request),
+            lambda order_id: self.transfers.confirm(
+                order_id,
+                principal,
+                receiving_config,
+                update_id=keyed_id(principal, idempotency_key, Action.CONFIRM, order_id),
+            ),
             progress,
         )
+        await self._unless_nothing_was_done(items, verified)
+        return items
 
     async def cancel(
-        self, principal: Principal, *, order_ids: Sequence[str], progress: OnItemAnswered | None = None
+        self,
+        principal: Principal,
+        *,
+        order_ids: Sequence[str],
+        idempotency_key: str | None = None,
+        progress: OnItemAnswered | None = None,
     ) -> list[OrderItem]:
         self._refuse_ram_user(principal)
         return await self._each_order(
             principal,
             order_ids,
             Action.CANCEL,
-            lambda order_id: self.transfers.cancel(order_id, principal),
+            lambda order_id: self.transfers.cancel(
+                order_id, principal, update_id=keyed_id(principal, idempotency_key, Action.CANCEL, order_id)
+            ),
             progress,
         )
 
@@ -223,6 +239,7 @@ class TransferService:
         *,
         order_ids: Sequence[str],
         reason: str | None = None,
+        idempotency_key: str | None = None,
         progress: OnItemAnswered | None = None,
     ) -> list[OrderItem]:
         self._refuse_ram_user(principal)
@@ -230,7 +247,12 @@ class TransferService:
             principal,
             order_ids,
             Action.REJECT,
-            lambda order_id: self.transfers.reject(order_id, principal, reason),
+            lambda order_id: self.transfers.reject(
+                order_id,
+                principal,
+                reason,
+                update_id=keyed_id(principal, idempotency_key, Action.REJECT, order_id),
+            ),
             progress,
         )
 
@@ -275,10 +297,29 @@ class TransferService:
             try:
                 state = await act(order_id)
             except TransferError as error:
-                return OrderItem(order_id=order_id, error=error.refusal)
+                if error.code is ErrorCode.ORDER_NOT_FOUND:
+                    # The database has the order, its run does not yet (it is still opening it, after
+                    # a restart say): not "not found" but "not now".
+                    raise unavailable("temporal") from None
+                raise
             return OrderItem(order_id=order_id, status=state.status)
 
-        return await _each(order_ids, one, progress)
+        def failed(order_id: str, why: Refusal) -> OrderItem:
+            return OrderItem(order_id=order_id, error=why)
+
+        return await _each(order_ids, one, failed, progress)
+
+    async def _unless_nothing_was_done(
+        self, items: Sequence[InitiateItem | OrderItem], verified: Verified
+    ) -> None:
+        """SPEC §5: a request that did nothing because a dependency was down uses up no code; it is
+        refused as a whole with SERVICE_UNAVAILABLE."""
+        errors = [item.error for item in items]
+        if not all(e is not None and e.code is ErrorCode.SERVICE_UNAVAILABLE for e in errors):
+            return
+        await self._verification.release(verified)
+        assert errors[0] is not None
+        raise TransferError.of(errors[0])
 
     async def _record_refusal(
         self, order: Order, principal: Principal, action: Action, code: ErrorCode

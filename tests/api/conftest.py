@@ -17,8 +17,7 @@ from temporalio.worker import Worker
 from domain.models import Account, PrincipalKind
 from settings import Settings
 from starter.api.app import build_services, create_app
-from starter.client import TransferClient
-from tests.factory import Factory, fresh_id
+from tests.factory import ATTESTATION_KEY, SECRET_KEY, Factory, fresh_id, transfer_client
 from tests.stores import Stores
 from worker import build_worker
 from workflows.resource_transfer import ResourceTransfer
@@ -54,7 +53,7 @@ class Api:
         return {"Authorization": f"Bearer {token}"}
 
     async def call(self, method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
-        headers = self.auth(token) if token else {}
+        headers = {**(self.auth(token) if token else {}), **kwargs.pop("headers", {})}
         return await self.http.request(method, path, headers=headers, **kwargs)
 
 
@@ -64,10 +63,12 @@ async def running_api(
 ) -> AsyncIterator[Api]:
     """The app in process with its own task queue and a worker: the real activities, or `activities`."""
     task_queue = fresh_id("tq")
-    settings = Settings(admin_token=SecretStr(ADMIN_TOKEN), task_queue=task_queue)
-    app = create_app(settings, build_services(TransferClient(env.client, task_queue=task_queue), store.db))
+    settings = Settings(
+        admin_token=SecretStr(ADMIN_TOKEN), secret_key=SecretStr(SECRET_KEY), task_queue=task_queue
+    )
+    app = create_app(settings, build_services(transfer_client(env.client, task_queue), store.db))
     worker = (
-        build_worker(env.client, store.db, task_queue)
+        build_worker(env.client, store.db, task_queue, ATTESTATION_KEY)
         if activities is None
         else Worker(env.client, task_queue=task_queue, workflows=[ResourceTransfer], activities=activities)
     )

@@ -110,9 +110,12 @@ async def owner(api: Api) -> tuple[Account, str]:
 async def test_the_list_shows_each_resource_with_its_blockers(api: Api) -> None:
     account, token = await owner(api)
     ready = await provision(api, account)
-    new = await provision(api, account, created_at=iso(datetime.now(UTC) - timedelta(days=1)))
+    new = await provision(
+        api, account, created_at=iso(datetime.now(UTC) - timedelta(days=1)), status="running"
+    )
     subscription_eip = await provision(api, account, product="eip", network=None, status=None)
-    attached = await provision(api, account, **EIP, attached_to=ready["id"])
+    host = await provision(api, account)
+    attached = await provision(api, account, **EIP, attached_to=host["id"])
     rds = await provision(api, account, **PAY_AS_YOU_GO, product="rds", network=None, status=None)
     assert set(ready) >= RESOURCE_FIELDS
     assert (ready["monthly_price"], ready["locked"], ready["owner"]) == ("100.00", False, account.id)
@@ -124,18 +127,28 @@ async def test_the_list_shows_each_resource_with_its_blockers(api: Api) -> None:
         ready["id"]: [],
         new["id"]: ["RESOURCE_TOO_NEW"],
         subscription_eip["id"]: ["PRODUCT_NOT_SUPPORTED"],
+        # SPEC §3: neither the attached EIP nor the instance it is attached to may move.
+        host["id"]: ["EIP_ATTACHED"],
         attached["id"]: ["EIP_ATTACHED"],
         rds["id"]: ["PRODUCT_NOT_SUPPORTED"],
     }
     by_id = {item["id"]: item for item in listed["items"]}
     [product_blocker] = by_id[subscription_eip["id"]]["blockers"]
     assert "pay-as-you-go" in product_blocker["message"]
-    assert all(set(item) >= RESOURCE_FIELDS | {"blockers"} for item in listed["items"])
+    [eip_blocker] = by_id[host["id"]]["blockers"]
+    assert attached["id"] in eip_blocker["message"] and by_id[host["id"]]["attached_eip_ids"] == [
+        attached["id"]
+    ]
+    assert all(set(item) >= RESOURCE_FIELDS | {"blockers", "warnings"} for item in listed["items"])
+    warnings = {item["id"]: [w["code"] for w in item["warnings"]] for item in listed["items"]}
+    running = {i for i, item in by_id.items() if item["product"] == "ecs" and item["status"] == "running"}
+    assert running == {new["id"]} and warnings[new["id"]] == ["INSTANCE_NOT_STOPPED"]
+    assert all(warnings[i] == [] for i in set(by_id) - running)
 
     transferable = await ok(await api.call("GET", "/v1/resources?transferable=true", token))
     assert [item["id"] for item in transferable["items"]] == [ready["id"]]
     blocked = await ok(await api.call("GET", "/v1/resources?transferable=false", token))
-    assert len(blocked["items"]) == 4
+    assert len(blocked["items"]) == 5
 
     # pages of two, oldest first
     seen: list[str] = []
@@ -147,7 +160,7 @@ async def test_the_list_shows_each_resource_with_its_blockers(api: Api) -> None:
         seen += [item["id"] for item in page["items"]]
         if (cursor := page["next_cursor"]) is None:
             break
-    assert seen == [item["id"] for item in listed["items"]] and len(seen) == 5
+    assert seen == [item["id"] for item in listed["items"]] and len(seen) == 6
 
     for query in ("limit=0", "limit=101", "cursor=not-a-cursor", "transferable=maybe"):
         assert_error(await api.call("GET", f"/v1/resources?{query}", token), 422, "VALIDATION_ERROR")

@@ -265,12 +265,21 @@ async def test_the_dry_run_lists_every_blocker(api: Api) -> None:
     young_and_expiring = await api.factory.resource(
         source, created_at=now - timedelta(days=1), expires_at=now + timedelta(days=2)
     )
+    running_host = await api.factory.resource(source, status=InstanceStatus.RUNNING)
     attached_subscription_eip = await api.factory.resource(
-        source, product=Product.EIP, network=None, status=None, attached_to=ok.id
+        source, product=Product.EIP, network=None, status=None, attached_to=running_host.id
     )
-    not_mine = await api.factory.resource(stranger)
+    not_mine = await api.factory.resource(stranger, status=InstanceStatus.RUNNING)
     rds = await api.factory.resource(source, product=Product.RDS, network=None, status=None)
-    ids = [ok.id, young_and_expiring.id, attached_subscription_eip.id, not_mine.id, rds.id, "nope"]
+    ids = [
+        ok.id,
+        young_and_expiring.id,
+        running_host.id,
+        attached_subscription_eip.id,
+        not_mine.id,
+        rds.id,
+        "nope",
+    ]
 
     # No agreement, no verification: the dry run needs neither.
     response = await api.call(
@@ -285,13 +294,25 @@ async def test_the_dry_run_lists_every_blocker(api: Api) -> None:
     assert [[b["code"] for b in r["blockers"]] for r in results] == [
         [],
         ["RESOURCE_TOO_NEW", "RESOURCE_EXPIRING_SOON"],
+        ["EIP_ATTACHED"],  # an EIP is attached to it: detach first (the message names it)
         ["PRODUCT_NOT_SUPPORTED", "EIP_ATTACHED"],
         ["RESOURCE_NOT_FOUND"],
         ["PRODUCT_NOT_SUPPORTED"],
         ["RESOURCE_NOT_FOUND"],
     ]
-    assert "pay-as-you-go" in results[2]["blockers"][0]["message"]
-    assert all(set(b) == {"code", "message"} for r in results for b in r["blockers"])
+    assert attached_subscription_eip.id in results[2]["blockers"][0]["message"]
+    assert "pay-as-you-go" in results[3]["blockers"][0]["message"]
+    # A running VPC instance is no blocker, but a warning: the confirm will refuse it until it stops.
+    assert [[w["code"] for w in r["warnings"]] for r in results] == [
+        [],
+        [],
+        ["INSTANCE_NOT_STOPPED"],
+        [],
+        [],  # another account's running instance would say nothing either
+        [],
+        [],
+    ]
+    assert all(set(b) == {"code", "message"} for r in results for b in r["blockers"] + r["warnings"])
 
     # The full initiate body is accepted too (and its code is not used).
     full = await api.call(

@@ -11,6 +11,7 @@ import pytest
 from domain.codes import ErrorCode
 from domain.models import Billing, InstanceStatus, Network, OrderStatus, Product, Resource, ResourceAction
 from domain.rules import (
+    blocker_message,
     is_transferable_product,
     lock_refusal,
     product_message,
@@ -210,6 +211,13 @@ def test_pay_as_you_go_ignores_a_stale_expiry_date() -> None:
 
 def test_attached_eip_is_blocked() -> None:
     assert blockers(eip(attached_to="i-web")) == [ErrorCode.EIP_ATTACHED]
+
+
+def test_an_instance_with_an_eip_attached_is_blocked_and_the_message_names_the_eip() -> None:
+    instance = ecs(attached_eip_ids=["eip-1", "eip-2"])
+    assert blockers(instance) == [ErrorCode.EIP_ATTACHED]
+    assert blocker_message(ErrorCode.EIP_ATTACHED, instance).startswith("Detach EIP eip-1, eip-2")
+    assert blockers(ecs(attached_eip_ids=[])) == []
 
 
 def test_detached_eip_is_not_blocked() -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.pool import NullPool
 
 from store.db import Database, create_engine, migrate, sqlite_url
 from store.tables import Base
+from tests.factory import SECRET_BOX
 from tests.stores import Stores
 
 POSTGRES_URL = os.environ.get(
@@ -79,7 +80,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def store(engine: AsyncEngine) -> AsyncIterator[Stores]:
-    yield Stores(Database(engine))
+    yield Stores(Database(engine, SECRET_BOX))
     async with engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             await connection.execute(delete(table))

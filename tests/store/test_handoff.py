@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.codes import ErrorCode
-from domain.models import InstanceStatus, Order, OrderStatus, ReceivingConfig
+from domain.models import Action, InstanceStatus, Order, OrderStatus, ReceivingConfig
 from domain.refusals import TransferError
 from store.tables import BillingHandoffRow, ResourceRow
 from tests.store.builders import NOW, pending_order
@@ -44,9 +44,9 @@ async def test_the_hand_off_moves_ownership_billing_and_receiving_config(
             .where(ResourceRow.id == order.resource_id)
             .values(tags={"team": "src", "x": "1"})
         )
-    await store.reassign_ownership(order.order_id)
     cut_over = NOW + timedelta(minutes=1)
-    await store.hand_off_billing(order.order_id, cut_over_at=cut_over)
+    await store.reassign_ownership(order.order_id, at=cut_over)
+    await store.hand_off_billing(order.order_id)
     await store.apply_receiving_config(order.order_id)
     moved = await store.get_resource(order.resource_id)
     assert moved is not None
@@ -64,13 +64,15 @@ async def test_a_frozen_destination_refuses_billing_and_the_hand_off_is_undone(
     store: Stores, engine: AsyncEngine
 ) -> None:
     order = await transferring_order(store)
-    await store.reassign_ownership(order.order_id)
+    await store.reassign_ownership(order.order_id, at=NOW)
     await store.update_account("dst", frozen=True)
     with pytest.raises(TransferError) as refused:
-        await store.hand_off_billing(order.order_id, cut_over_at=NOW)
+        await store.hand_off_billing(order.order_id)
     assert refused.value.code is ErrorCode.ACCOUNT_FROZEN
-    assert await handoffs(engine) == []
-    await store.restore_billing(order.order_id, at=NOW)  # nothing to revert
+    # Billing cut over with the ownership (one transaction); the compensation reverts both.
+    assert [row[-1] for row in await handoffs(engine)] == [None]
+    await store.restore_billing(order.order_id, at=NOW)
+    assert [row[-1] for row in await handoffs(engine)] == [NOW]
     await store.restore_ownership(order.order_id)
     await store.restore_ownership(order.order_id)
     restored = await store.get_resource(order.resource_id)
@@ -79,8 +81,8 @@ async def test_a_frozen_destination_refuses_billing_and_the_hand_off_is_undone(
 
 async def test_restore_billing_reverts_the_hand_off_once(store: Stores, engine: AsyncEngine) -> None:
     order = await transferring_order(store)
-    await store.reassign_ownership(order.order_id)
-    await store.hand_off_billing(order.order_id, cut_over_at=NOW)
+    await store.reassign_ownership(order.order_id, at=NOW)
+    await store.hand_off_billing(order.order_id)
     reverted = NOW + timedelta(minutes=2)
     await store.restore_billing(order.order_id, at=reverted)
     await store.restore_billing(order.order_id, at=reverted + timedelta(minutes=1))
@@ -94,8 +96,8 @@ async def test_restore_billing_reverts_the_hand_off_once(store: Stores, engine: 
 async def test_hand_off_steps_need_a_transferring_order(store: Stores) -> None:
     order = await pending_order(store)
     calls = [
-        store.reassign_ownership(order.order_id),
-        store.hand_off_billing(order.order_id, cut_over_at=NOW),
+        store.reassign_ownership(order.order_id, at=NOW),
+        store.hand_off_billing(order.order_id),
         store.apply_receiving_config(order.order_id),
         store.restore_billing(order.order_id, at=NOW),
         store.restore_ownership(order.order_id),
@@ -108,7 +110,7 @@ async def test_hand_off_steps_need_a_transferring_order(store: Stores) -> None:
             {"status": "pending"},
         )
     with pytest.raises(TransferError) as refused:
-        await store.reassign_ownership("ghost")
+        await store.reassign_ownership("ghost", at=NOW)
     assert refused.value.code is ErrorCode.ORDER_NOT_FOUND
 
 
@@ -118,7 +120,8 @@ async def test_ownership_moves_only_between_the_parties(store: Stores, engine: A
         await connection.execute(
             update(ResourceRow).where(ResourceRow.id == order.resource_id).values(owner_account_id="dst")
         )
-    await store.reassign_ownership(order.order_id)  # already the destination's: nothing to do
+    # already the destination's: nothing to do
+    await store.reassign_ownership(order.order_id, at=NOW)
     async with engine.begin() as connection:  # somebody else's now (it cannot happen, but if it did)
         await connection.execute(
             update(ResourceRow).where(ResourceRow.id == order.resource_id).values(locked_by_order_id=None)
@@ -127,5 +130,41 @@ async def test_ownership_moves_only_between_the_parties(store: Stores, engine: A
             update(ResourceRow).where(ResourceRow.id == order.resource_id).values(owner_account_id="src")
         )
     with pytest.raises(TransferError) as refused:
-        await store.reassign_ownership(order.order_id)  # the order no longer holds the lock
+        # the order no longer holds the lock
+        await store.reassign_ownership(order.order_id, at=NOW)
     assert refused.value.code is ErrorCode.RESOURCE_NOT_FOUND
+
+
+# --- an operator's cancel (SPEC §4) ---------------------------------------------------------------------
+
+
+async def test_an_operator_s_cancel_of_a_pending_order_cancels_it(store: Stores) -> None:
+    order = await pending_order(store)
+    assert await store.operator_cancel(order.order_id, at=NOW) is OrderStatus.CANCELLED
+    cancelled = await store.get_order(order.order_id)
+    assert cancelled is not None and cancelled.events[-1].action is Action.OPERATOR_CANCEL
+    assert cancelled.events[-1].actor_account_id is None
+    resource = await store.get_resource(order.resource_id)
+    assert resource is not None and resource.locked_by_order_id is None
+    assert await store.operator_cancel(order.order_id, at=NOW) is OrderStatus.CANCELLED  # once
+
+
+async def test_an_operator_s_cancel_before_ownership_moved_fails_the_order(store: Stores) -> None:
+    order = await transferring_order(store)
+    assert await store.operator_cancel(order.order_id, at=NOW) is OrderStatus.FAILED
+    failed = await store.get_order(order.order_id)
+    assert failed is not None and failed.failure is not None
+    assert failed.failure.code is ErrorCode.CANCELLED_BY_OPERATOR
+    resource = await store.get_resource(order.resource_id)
+    assert resource is not None and (resource.owner_account_id, resource.locked_by_order_id) == ("src", None)
+
+
+async def test_an_operator_s_cancel_after_ownership_moved_leaves_the_hand_off_to_finish(
+    store: Stores,
+) -> None:
+    order = await transferring_order(store)
+    await store.reassign_ownership(order.order_id, at=NOW)
+    assert await store.operator_cancel(order.order_id, at=NOW) is OrderStatus.TRANSFERRING
+    still = await store.get_order(order.order_id)
+    assert still is not None and still.status is OrderStatus.TRANSFERRING
+    assert await store.operator_cancel("ghost", at=NOW) is None

@@ -24,8 +24,7 @@ from domain.models import (
     Refusal,
     StepName,
 )
-from domain.verification import code_at
-from tests.store.builders import NOW, SECRET, account, open_args, resource, twice
+from tests.store.builders import NOW, account, open_args, resource, twice
 from tests.stores import Stores
 
 
@@ -59,16 +58,6 @@ async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: 
         ),
     )
     await twice(engine, lambda: store.set_instance_status("r-1", InstanceStatus.STOPPED))
-    await twice(
-        engine,
-        lambda: store.verify_code(
-            verification_id="v-src",
-            account_id="src",
-            code=code_at(SECRET, NOW),
-            received_at=NOW,
-            order_id="o-1",
-        ),
-    )
     await twice(engine, lambda: store.open_order(**open_args("o-1", "r-1", "src", "dst")))
     await twice(engine, lambda: store.start_step("o-1", StepName.OPEN_ORDER, at=NOW, attempt=1))
     await twice(engine, lambda: store.finish_step("o-1", StepName.OPEN_ORDER, at=later))
@@ -90,8 +79,8 @@ async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: 
             receiving_config=ReceivingConfig(resource_group="rg", tags={"k": "v"}),
         ),
     )
-    await twice(engine, lambda: store.reassign_ownership("o-1"))
-    await twice(engine, lambda: store.hand_off_billing("o-1", cut_over_at=later))
+    await twice(engine, lambda: store.reassign_ownership("o-1", at=NOW))
+    await twice(engine, lambda: store.hand_off_billing("o-1"))
     await twice(engine, lambda: store.apply_receiving_config("o-1"))
     completed = await twice(engine, lambda: store.finish("o-1", status=OrderStatus.COMPLETED, at=later))
     assert completed.status is OrderStatus.COMPLETED
@@ -109,8 +98,8 @@ async def test_every_write_of_a_compensated_transfer_twice(store: Stores, engine
     await store.create_resource(resource("r-1", "src"), at=NOW)
     await store.open_order(**open_args("o-1", "r-1", "src", "dst"))
     await store.decide("o-1", status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
-    await store.reassign_ownership("o-1")
-    await store.hand_off_billing("o-1", cut_over_at=NOW)
+    await store.reassign_ownership("o-1", at=NOW)
+    await store.hand_off_billing("o-1")
     failure = Refusal(code=ErrorCode.ACCOUNT_FROZEN, message="frozen")
     await twice(engine, lambda: store.start_step("o-1", StepName.BILLING_RESTORE, at=NOW, attempt=2))
     await twice(engine, lambda: store.finish_step("o-1", StepName.BILLING_RESTORE, at=NOW, error=failure))

@@ -66,8 +66,8 @@ async def transfer(
     """A whole transfer as the workflow writes it: open, confirm, reassign, hand off billing, complete."""
     await store.open_order(**open_args(order_id, resource_id, source, destination, at=at))
     await store.decide(order_id, status=OrderStatus.TRANSFERRING, at=at, actor_account_id=destination)
-    await store.reassign_ownership(order_id)
-    await store.hand_off_billing(order_id, cut_over_at=at)
+    await store.reassign_ownership(order_id, at=at)
+    await store.hand_off_billing(order_id)
     await store.finish(order_id, status=OrderStatus.COMPLETED, at=at)
 
 

@@ -10,15 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, inspect, select, update
+from sqlalchemy import Connection, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.models import ChargeKind
-from store.db import create_engine, migrate, sqlite_url
+from store.db import alembic_config, create_engine, migrate, sqlite_url
+from store.secret_box import SecretBox
 from store.tables import AccountRow, Base, ResourceRow
-from tests.store.builders import NOW, account, add_accounts, add_resources, resource
+from tests.factory import SECRET_BOX
+from tests.store.builders import NOW, SECRET, account, add_accounts, add_resources, resource
 from tests.stores import Stores
 
 
@@ -133,3 +136,47 @@ async def test_reads_do_not_wait_for_a_writer(store: Stores, engine: AsyncEngine
         await asyncio.sleep(0.2)
         assert not blocked.done()  # a second writer waits for the first
     assert (await blocked).frozen and (await store.get_account("alice")).name == "Alice Zhang"  # type: ignore[union-attr]
+
+
+# --- secrets at rest ------------------------------------------------------------------------------------
+
+
+async def test_totp_secrets_are_sealed_at_rest(store: Stores, engine: AsyncEngine) -> None:
+    await add_accounts(store, account("alice"))
+    async with engine.connect() as connection:
+        stored = (
+            await connection.execute(select(AccountRow.mfa_secret).where(AccountRow.id == "alice"))
+        ).scalar_one()
+    assert stored.startswith("fernet:") and SECRET not in stored
+    read = await store.get_account("alice")
+    assert read is not None and read.mfa_secret == SECRET
+    with pytest.raises(ValueError, match="another TRANSFER_SECRET_KEY"):
+        SecretBox("another key").open(stored)
+
+
+async def test_migration_0004_seals_secrets_an_older_schema_kept_in_plain_text(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "old.db")
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0003"))
+            await connection.execute(
+                text(
+                    "INSERT INTO accounts (id, name, kind, verified, frozen, mfa_secret, created_at) "
+                    "VALUES ('old', 'Old', 'individual', 0, 0, :secret, '2026-01-01 00:00:00.000000')"
+                ),
+                {"secret": SECRET},
+            )
+        with pytest.raises(RuntimeError, match="TRANSFER_SECRET_KEY"):
+            await migrate(url)  # no key: it cannot seal them, and changes nothing
+        await migrate(url, SECRET_BOX)
+        async with engine.connect() as connection:
+            sealed = (await connection.execute(text("SELECT mfa_secret FROM accounts"))).scalar_one()
+        assert SECRET_BOX.open(sealed) == SECRET
+    finally:
+        await engine.dispose()
+
+
+def test_the_sqlite_file_is_its_owner_s_only(tmp_path: Path) -> None:
+    create_engine(sqlite_url(tmp_path / "private.db"))
+    assert (tmp_path / "private.db").stat().st_mode & 0o777 == 0o600

@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from domain.models import AGREEMENT_VERSION, Action, OrderStatus, Outcome
 from starter.devstack.binaries import temporal_test_server
-from tests.factory import Factory, fresh_id, root, verification
+from tests.factory import ATTESTATION_KEY, Factory, fresh_id, root, signed
 from tests.stores import Stores
 from worker import add_search_attributes, build_worker
 from workflows import search_attributes
@@ -39,16 +39,20 @@ async def test_an_unanswered_order_expires_after_24_hours(
     order_id = fresh_id("to")
     task_queue = fresh_id("tq")
     client = time_skipping_env.client
-    async with build_worker(client, store.db, task_queue):
+    async with build_worker(client, store.db, task_queue, ATTESTATION_KEY):
         handle = await client.start_workflow(
             ResourceTransfer.run,
-            TransferInput(
-                order_id=order_id,
-                resource_id=resource.id,
-                initiator=root(source),
-                destination_account_id=destination.id,
-                agreement_version=AGREEMENT_VERSION,
-                verification=verification(source),
+            signed(
+                TransferInput(
+                    order_id=order_id,
+                    resource_id=resource.id,
+                    source_account_id=source.id,
+                    destination_account_id=destination.id,
+                    agreement_version=AGREEMENT_VERSION,
+                ),
+                root(source),
+                Action.INITIATE,
+                order_id,
             ),
             id=order_id,
             task_queue=task_queue,

@@ -42,7 +42,9 @@ async def resource_page(
         cursor=query.cursor,
     )
     return ResourcePage(
-        items=[ListedResource.of(item.resource, blockers=item.blockers) for item in items],
+        items=[
+            ListedResource.of(item.resource, blockers=item.blockers, warnings=item.warnings) for item in items
+        ],
         next_cursor=next_cursor,
     )
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Path
 
 from domain.clock import now as received
 from domain.models import ID_PATTERN, Order, OrderStatus, Principal, ReceivingConfig
-from starter.api.deps import OrderQuery, OrderQueryDep, PrincipalDep, TransfersDep
+from starter.api.deps import IdempotencyKey, OrderQuery, OrderQueryDep, PrincipalDep, TransfersDep
 from starter.api.schemas.common import ERROR_RESPONSES
 from starter.api.schemas.transfers import (
     BatchCancelIn,
@@ -91,7 +91,9 @@ def batch_out(items: Sequence[OrderItem]) -> BatchOut:
 
 
 @router.post("", response_model=InitiateOut, summary="Initiate transfers: one order per resource")
-async def initiate(body: InitiateIn, principal: PrincipalDep, service: TransfersDep) -> InitiateOut:
+async def initiate(
+    body: InitiateIn, principal: PrincipalDep, service: TransfersDep, idempotency_key: IdempotencyKey = None
+) -> InitiateOut:
     received_at = received()
     items = await service.initiate(
         principal,
@@ -100,6 +102,7 @@ async def initiate(body: InitiateIn, principal: PrincipalDep, service: Transfers
         agreement_accepted=body.agreement_accepted,
         code=body.verification.code,
         received_at=received_at,
+        idempotency_key=idempotency_key,
     )
     return InitiateOut(results=[initiate_result(item) for item in items])
 
@@ -115,10 +118,7 @@ async def validate(body: ValidateIn, principal: PrincipalDep, service: Transfers
     )
     return ValidateOut(
         results=[
-            ResourceBlockers(
-                resource_id=r.resource_id,
-                blockers=r.blockers,
-            )
+            ResourceBlockers(resource_id=r.resource_id, blockers=r.blockers, warnings=r.warnings)
             for r in results
         ]
     )
@@ -136,7 +136,11 @@ async def list_orders(principal: PrincipalDep, service: TransfersDep, query: Ord
 
 
 async def _confirm(
-    service: TransfersDep, principal: PrincipalDep, order_ids: Sequence[str], body: ConfirmIn
+    service: TransferService,
+    principal: Principal,
+    order_ids: Sequence[str],
+    body: ConfirmIn,
+    idempotency_key: str | None,
 ) -> list[OrderItem]:
     received_at = received()
     return await service.confirm(
@@ -146,22 +150,43 @@ async def _confirm(
         code=body.verification.code,
         receiving_config=receiving_config(body.receiving_config),
         received_at=received_at,
+        idempotency_key=idempotency_key,
     )
 
 
 @router.post("/batch/confirm", response_model=BatchOut, summary="Confirm orders (destination)")
-async def batch_confirm(body: BatchConfirmIn, principal: PrincipalDep, service: TransfersDep) -> BatchOut:
-    return batch_out(await _confirm(service, principal, body.order_ids, body))
+async def batch_confirm(
+    body: BatchConfirmIn,
+    principal: PrincipalDep,
+    service: TransfersDep,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchOut:
+    return batch_out(await _confirm(service, principal, body.order_ids, body, idempotency_key))
 
 
 @router.post("/batch/cancel", response_model=BatchOut, summary="Cancel orders (source)")
-async def batch_cancel(body: BatchCancelIn, principal: PrincipalDep, service: TransfersDep) -> BatchOut:
-    return batch_out(await service.cancel(principal, order_ids=body.order_ids))
+async def batch_cancel(
+    body: BatchCancelIn,
+    principal: PrincipalDep,
+    service: TransfersDep,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchOut:
+    return batch_out(
+        await service.cancel(principal, order_ids=body.order_ids, idempotency_key=idempotency_key)
+    )
 
 
 @router.post("/batch/reject", response_model=BatchOut, summary="Reject orders (destination)")
-async def batch_reject(body: BatchRejectIn, principal: PrincipalDep, service: TransfersDep) -> BatchOut:
-    return batch_out(await service.reject(principal, order_ids=body.order_ids, reason=body.reason))
+async def batch_reject(
+    body: BatchRejectIn,
+    principal: PrincipalDep,
+    service: TransfersDep,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchOut:
+    items = await service.reject(
+        principal, order_ids=body.order_ids, reason=body.reason, idempotency_key=idempotency_key
+    )
+    return batch_out(items)
 
 
 # --- one order: a batch of one (SPEC §5) ----------------------------------------------------------------
@@ -174,9 +199,13 @@ async def get_order(order_id: OrderId, principal: PrincipalDep, service: Transfe
 
 @router.post("/{order_id}/confirm", response_model=OrderOut, summary="Confirm the order (destination)")
 async def confirm(
-    order_id: OrderId, body: ConfirmIn, principal: PrincipalDep, service: TransfersDep
+    order_id: OrderId,
+    body: ConfirmIn,
+    principal: PrincipalDep,
+    service: TransfersDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
-    items = await _confirm(service, principal, [order_id], body)
+    items = await _confirm(service, principal, [order_id], body, idempotency_key)
     return order_out(await service.answer(principal, items))
 
 
@@ -186,8 +215,9 @@ async def cancel(
     principal: PrincipalDep,
     service: TransfersDep,
     body: Annotated[CancelIn | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
-    items = await service.cancel(principal, order_ids=[order_id])
+    items = await service.cancel(principal, order_ids=[order_id], idempotency_key=idempotency_key)
     return order_out(await service.answer(principal, items))
 
 
@@ -197,7 +227,10 @@ async def reject(
     principal: PrincipalDep,
     service: TransfersDep,
     body: Annotated[RejectIn | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> OrderOut:
     reason = body.reason if body is not None else None
-    items = await service.reject(principal, order_ids=[order_id], reason=reason)
+    items = await service.reject(
+        principal, order_ids=[order_id], reason=reason, idempotency_key=idempotency_key
+    )
     return order_out(await service.answer(principal, items))

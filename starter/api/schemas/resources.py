@@ -56,6 +56,7 @@ class ResourceOut(Body):
     network: Network | None
     status: InstanceStatus | None
     attached_to: str | None
+    attached_eip_ids: list[str] = Field(description="ECS: the EIPs attached to the instance")
     bandwidth_mbps: int | None
     resource_group: str | None
     tags: dict[str, str]
@@ -79,6 +80,7 @@ class ResourceOut(Body):
             network=resource.network,
             status=resource.status,
             attached_to=resource.attached_to,
+            attached_eip_ids=resource.attached_eip_ids,
             bandwidth_mbps=resource.bandwidth_mbps,
             resource_group=resource.resource_group,
             tags=resource.tags,
@@ -91,6 +93,7 @@ class ResourceOut(Body):
 
 class ListedResource(ResourceOut):
     blockers: list[ItemRefusal]
+    warnings: list[ItemRefusal]
 
 
 class ResourcePage(Body):

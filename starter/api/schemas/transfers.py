@@ -113,6 +113,7 @@ class InitiateOut(Body):
 class ResourceBlockers(Body):
     resource_id: str
     blockers: list[ItemRefusal]
+    warnings: list[ItemRefusal]
 
 
 class ValidateOut(Body):

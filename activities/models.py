@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from domain.attestation import Attestation
 from domain.codes import ErrorCode
-from domain.models import Action, Id, OrderStatus, Product, ReceivingConfig, Refusal
+from domain.models import Action, Id, OrderStatus, Product, Refusal
 from workflows.messages import AttestedMessage
 
 
@@ -61,8 +61,7 @@ class OperatorCancelResult(ActivityModel):
 
 class AcceptConfirmationInput(ActivityModel):
     order_id: Id
-    attested: Attested
-    receiving_config: ReceivingConfig | None
+    attested: Attested  # its signed part carries the receiving configuration
     at: datetime
     # names the refused-attempt event, so a retried activity records it once
     event_id: str

@@ -211,6 +211,13 @@ class OrderTransactions:
             and resource.owner_account_id == order.destination_account_id
         )
 
+    async def release_lock_of_closed(self, order_id: str) -> None:
+        """Releases the lock an order holds once the order is closed (never an open order's)."""
+        async with self._db.write() as session:
+            order = await OrderStore(session).get(order_id, lock=True)
+            if order is not None and order.status.is_terminal:
+                await ResourceStore(session).release_lock(order_id)
+
     async def record_event(self, *, event_id: str, order_id: str, event: Event) -> None:
         """Appends an event (a refused attempt, say) once per event_id."""
         async with self._db.write() as session:

@@ -33,6 +33,7 @@ from domain.clock import now
 from domain.codes import ErrorCode
 from domain.models import Action, Event, OrderStatus, Outcome, Principal, StepName
 from domain.refusals import TransferError
+from workflows.messages import ConfirmRequest
 from workflows.refusals import application_error
 
 log = structlog.get_logger(__name__)
@@ -158,10 +159,14 @@ class TransferActivities:
             return
         actor: str | None = None
         try:
-            async with self._step(input.order_id, StepName.DESTINATION_VERIFICATION):
-                actor = self._attested(
-                    input.attested, action=Action.CONFIRM, order_id=input.order_id
-                ).account_id
+            # Checked before anything is written: a forged confirm leaves its refused event only.
+            verified_at = now()
+            actor = self._attested(input.attested, action=Action.CONFIRM, order_id=input.order_id).account_id
+            attempt = activity.info().attempt
+            await self._orders.start_step(
+                input.order_id, StepName.DESTINATION_VERIFICATION, at=verified_at, attempt=attempt
+            )
+            await self._orders.finish_step(input.order_id, StepName.DESTINATION_VERIFICATION, at=now())
             async with self._step(input.order_id, StepName.CONFIRMATION_CHECK):
                 refusal = await self._orders.confirmation_refusal(input.order_id, at=input.at)
                 if refusal is not None:
@@ -171,7 +176,8 @@ class TransferActivities:
                 status=OrderStatus.TRANSFERRING,
                 at=input.at,
                 actor_account_id=actor,
-                receiving_config=input.receiving_config,
+                # The configuration the attestation covers, not a copy beside it.
+                receiving_config=ConfirmRequest.model_validate(input.attested.signed).receiving_config,
             )
         except TransferError as error:
             await self._refused(input.event_id, input.order_id, Action.CONFIRM, actor, error.code, input.at)
@@ -198,7 +204,10 @@ class TransferActivities:
                 reason=input.reason,
             )
         except TransferError as error:
-            if input.action is not None and error.code is ErrorCode.UNAUTHENTICATED:
+            if input.action is None:  # the expiry is the workflow's own clean-up
+                await self._cleanup_refused(input.order_id, "expire", error)
+                return
+            if error.code is ErrorCode.UNAUTHENTICATED:
                 event_id = f"{activity.info().workflow_run_id}/{activity.info().activity_id}"
                 await self._refused(event_id, input.order_id, input.action, None, error.code, input.at)
             raise application_error(error.refusal) from error
@@ -278,8 +287,21 @@ class TransferActivities:
     @activity.defn
     async def finish_order(self, input: FinishOrderInput) -> None:
         """Completed or failed: the order's last write, which also releases the lock."""
-        await self._orders.finish(input.order_id, status=input.status, at=input.at, failure=input.failure)
+        try:
+            await self._orders.finish(input.order_id, status=input.status, at=input.at, failure=input.failure)
+        except TransferError as error:
+            await self._cleanup_refused(input.order_id, "finish", error)
+            return
         self._log(input.order_id).info("order finished", status=input.status)
+
+    async def _cleanup_refused(self, order_id: str, what: str, error: TransferError) -> None:
+        """A clean-up that the database refuses (another hand changed the order: a repair, an operator)
+        must not leave the run failing with the lock held: alert, release the lock of a closed order,
+        and let the run end."""
+        self._log(order_id).error(
+            "clean-up refused: an operator should look", alert=True, step=what, code=error.code
+        )
+        await self._orders.release_lock_of_closed(order_id)
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity of the class, for a worker's registration."""

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     UniqueConstraint,
@@ -216,6 +217,20 @@ class BillingHandoffRow(Base):
     to_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     cut_over_at: Mapped[datetime] = mapped_column(UTCDateTime)
     reverted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IdempotencyKeyRow(Base):
+    """The first answer to a POST with an Idempotency-Key, per principal (`scope`) and key (SPEC §5)."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(160), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    content_type: Mapped[str | None] = mapped_column(String(128))
 
 
 class SecurityEventRow(Base):

@@ -159,7 +159,7 @@ class ResourceTransfer:
     @workflow.update(name="confirm")
     async def confirm(self, request: ConfirmRequest) -> OrderState:
         """Answers once the confirmation is accepted (attestation and state checks passed)."""
-        await self._confirm(request, Attested.of(request, workflow.now()))
+        await self._confirm(Attested.of(request, workflow.now()))
         return self._state
 
     @confirm.validator
@@ -193,7 +193,7 @@ class ResourceTransfer:
             Action.CONFIRM,
             request,
             attested,
-            lambda: self._confirm(request, attested),
+            lambda: self._confirm(attested),
             request.agreement_accepted,
         )
 
@@ -304,13 +304,20 @@ class ResourceTransfer:
         """A failure after ownership moved restores ownership and billing before the order is failed."""
         self._failing = failure
         if self._ownership_moved:
-            await self._run_step(TransferActivities.restore_billing, "compensate: restore billing")
-            await self._run_step(TransferActivities.restore_ownership, "compensate: restore ownership")
+            try:
+                await self._run_step(TransferActivities.restore_billing, "compensate: restore billing")
+                await self._run_step(TransferActivities.restore_ownership, "compensate: restore ownership")
+            except ACTIVITY_FAILURES as error:
+                # Refused (another hand changed the order): still fail the order and release the lock;
+                # `transfer repair` and an operator take it from there.
+                workflow.logger.error(
+                    "compensation refused, an operator should look: %s", from_activity(error).code
+                )
         await self._finish(OrderStatus.FAILED, failure)
 
     # --- decisions ----------------------------------------------------------------------------------
 
-    async def _confirm(self, request: ConfirmRequest, attested: Attested) -> None:
+    async def _confirm(self, attested: Attested) -> None:
         async with self._decision_lock:
             await self._refuse_if_decided(Action.CONFIRM, attested)
             at = workflow.now()
@@ -320,7 +327,6 @@ class ResourceTransfer:
                     AcceptConfirmationInput(
                         order_id=self._state.order_id,
                         attested=attested,
-                        receiving_config=request.receiving_config,
                         at=at,
                         event_id=str(workflow.uuid4()),
                     ),

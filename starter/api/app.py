@@ -18,9 +18,11 @@ from domain.refusals import RETRY_AFTER_S, TransferError, unavailable
 from settings import Settings, connect_temporal
 from starter.api.body_limit import BodyLimit
 from starter.api.deps import AppState, Services, authenticate, get_state
+from starter.api.idempotency import idempotent
 from starter.api.routes import admin, organization, resources, security_events, transfers
 from starter.api.schemas.common import ErrorEnvelope
 from starter.client import TransferClient
+from starter.services.idempotency import IdempotencyService
 from starter.services.provisioning import ProvisioningService
 from starter.services.readiness import ReadinessService
 from starter.services.resources import ResourceService
@@ -45,6 +47,7 @@ def build_services(transfers: TransferClient, db: Database) -> Services:
         provisioning=ProvisioningService(db),
         verification=VerificationService(db),
         readiness=ReadinessService(transfers.client, db),
+        idempotency=IdempotencyService(db),
     )
 
 
@@ -103,7 +106,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         if not authenticated:
             code = ErrorCode.UNAUTHENTICATED
             return _envelope(code.http_status, code, default_message(code))
-        return await call_next(request)
+        # Outside the routes too: a keyed POST's refusals are answered here.
+        try:
+            return await idempotent(request, call_next, get_state(request).services.idempotency)
+        except TransferError as error:
+            return error_response(error.code.http_status, error.refusal)
+        except OUTAGE_ERRORS:
+            return _database_down()
 
     @app.exception_handler(TransferError)
     async def refused(_: Request, error: TransferError) -> JSONResponse:

@@ -13,6 +13,7 @@ from domain.codes import ErrorCode
 from domain.models import OrderStatus, Principal, Role
 from domain.refusals import TransferError
 from settings import Settings
+from starter.services.idempotency import IdempotencyService
 from starter.services.provisioning import ProvisioningService
 from starter.services.readiness import ReadinessService
 from starter.services.resources import ResourceService
@@ -27,6 +28,7 @@ class Services:
     provisioning: ProvisioningService
     verification: VerificationService
     readiness: ReadinessService
+    idempotency: IdempotencyService
 
 
 @dataclass(frozen=True)

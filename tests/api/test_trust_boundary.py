@@ -327,3 +327,86 @@ async def test_with_the_database_down_the_api_answers_503(dev_env: WorkflowEnvir
             assert (await http.get("/healthz")).status_code == 200
     finally:
         await db.dispose()
+
+
+# --- Idempotency-Key ------------------------------------------------------------------------------------
+
+
+def keyed(key: str) -> dict[str, str]:
+    return {"Idempotency-Key": key}
+
+
+async def test_a_keyed_repeat_answers_the_first_answer_without_acting_again(api: Api) -> None:
+    source, destination = await api.factory.account(), await api.factory.account()
+    resource = await api.factory.resource(source)
+    token = await api.token(source)
+    body = initiate_body(destination, [resource.id], code(source))
+    first = await api.call("POST", "/v1/transfers", token, json=body, headers=keyed("k-1"))
+    assert first.status_code == 200, first.text
+    # The same request again (its code is used up by now): the first answer, nothing done twice.
+    again = await api.call("POST", "/v1/transfers", token, json=body, headers=keyed("k-1"))
+    assert (again.status_code, again.content) == (first.status_code, first.content)
+    concurrent = await asyncio.gather(
+        *(api.call("POST", "/v1/transfers", token, json=body, headers=keyed("k-1")) for _ in range(3))
+    )
+    assert {(r.status_code, r.content) for r in concurrent} == {(first.status_code, first.content)}
+    listed = (await api.call("GET", "/v1/transfers?role=source", token)).json()["items"]
+    assert [o["order_id"] for o in listed] == [first.json()["results"][0]["order_id"]]
+    # Kept in the database: a new API process over it answers the same.
+    async with app_without_temporal(api.store) as restarted:
+        replay = await restarted.post(
+            "/v1/transfers", json=body, headers={**keyed("k-1"), "Authorization": f"Bearer {token}"}
+        )
+    assert (replay.status_code, replay.content) == (first.status_code, first.content)
+
+
+async def test_a_key_reused_for_another_request_is_refused_and_keys_are_per_principal(api: Api) -> None:
+    source, destination = await api.factory.account(), await api.factory.account()
+    first_resource, second_resource = await api.factory.resource(source), await api.factory.resource(source)
+    token = await api.token(source)
+    first = await api.call(
+        "POST",
+        "/v1/transfers",
+        token,
+        json=initiate_body(destination, [first_resource.id], code(source)),
+        headers=keyed("shared"),
+    )
+    assert first.status_code == 200, first.text
+    other_body = initiate_body(destination, [second_resource.id], code(source))
+    reused = await api.call("POST", "/v1/transfers", token, json=other_body, headers=keyed("shared"))
+    assert_error(reused, 422, "IDEMPOTENCY_KEY_REUSED")
+    other_path = await api.call(
+        "POST", "/v1/transfers/validate", token, json=other_body, headers=keyed("shared")
+    )
+    assert_error(other_path, 422, "IDEMPOTENCY_KEY_REUSED")
+    after = await api.store.get_resource(second_resource.id)
+    assert after is not None and after.locked_by_order_id is None  # refused: nothing done
+    # Another principal's "shared" is its own key.
+    other = await api.factory.account()
+    mine = await api.factory.resource(other)
+    own = await api.call(
+        "POST",
+        "/v1/transfers",
+        await api.token(other),
+        json=initiate_body(destination, [mine.id], code(other)),
+        headers=keyed("shared"),
+    )
+    assert own.status_code == 200 and own.json()["results"][0]["status"] == "pending"
+    assert_error(
+        await api.call("POST", "/v1/transfers", token, json=other_body, headers=keyed("x" * 201)),
+        422,
+        "VALIDATION_ERROR",
+    )
+
+
+async def test_an_answer_that_did_nothing_is_not_kept_for_the_key(api: Api) -> None:
+    source, destination = await api.factory.account(), await api.factory.account()
+    resource = await api.factory.resource(source)
+    token = await api.token(source)
+    body = initiate_body(destination, [resource.id], code(source))
+    async with app_without_temporal(api.store) as down:
+        refused = await down.post("/v1/transfers", json=body, headers={**keyed("k-503"), **api.auth(token)})
+    assert_error(refused, 503, "SERVICE_UNAVAILABLE")
+    retried = await api.call("POST", "/v1/transfers", token, json=body, headers=keyed("k-503"))
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["results"][0]["status"] == "pending"

@@ -1,10 +1,14 @@
-"""Every activity run twice, as a retry or a duplicate delivery would: the second run changes nothing."""
+"""Every activity run twice, as a retry or a duplicate delivery would: the second run changes nothing.
+
+And the trust boundary's last line: an activity acts on a message only once its attestation holds.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -12,19 +16,31 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.models import (
     AcceptConfirmationInput,
+    Attested,
     DecideInput,
     FinishOrderInput,
     OpenOrderInput,
     OrderStepInput,
     RecordRefusalInput,
 )
-from activities.transfer_activities import TransferActivities
 from domain.codes import ErrorCode
-from domain.models import AGREEMENT_VERSION, Account, Action, InstanceStatus, OrderStatus
-from tests.factory import Factory, fresh_id, root, verification
+from domain.models import (
+    AGREEMENT_VERSION,
+    Account,
+    Action,
+    InstanceStatus,
+    OrderStatus,
+    Outcome,
+    Principal,
+    PrincipalKind,
+    ReceivingConfig,
+)
+from tests.factory import Factory, fresh_id, root, signed, transfer_activities
 from tests.store.builders import snapshot
 from tests.stores import Stores
-from workflows.messages import Verification
+from workflows.messages import AttestedMessage, CancelRequest, ConfirmRequest, RejectRequest, TransferInput
+
+_Message = TypeVar("_Message", bound=AttestedMessage)
 
 
 async def twice(store: Stores, activity: Callable[[Any], Awaitable[Any]], input: Any) -> Any:
@@ -37,63 +53,100 @@ async def twice(store: Stores, activity: Callable[[Any], Awaitable[Any]], input:
     return first
 
 
-def open_input(
-    order_id: str,
-    resource_id: str,
-    source: Account,
-    destination: Account,
-    answer: Verification,
-    now: datetime,
-) -> OpenOrderInput:
-    return OpenOrderInput(
+def initiate(order_id: str, resource_id: str, source: Account, destination: Account) -> TransferInput:
+    """The initiate the service sends for the source (unsigned: sign it, or spoil it)."""
+    return TransferInput(
         order_id=order_id,
         resource_id=resource_id,
-        initiator=root(source),
+        source_account_id=source.id,
         destination_account_id=destination.id,
         agreement_version=AGREEMENT_VERSION,
-        verification=answer,
+    )
+
+
+def open_input(transfer: TransferInput, now: datetime) -> OpenOrderInput:
+    """open_order's input for `transfer` as it reached the workflow at `now`."""
+    return OpenOrderInput(
+        order_id=transfer.order_id,
+        resource_id=transfer.resource_id,
+        source_account_id=transfer.source_account_id,
+        destination_account_id=transfer.destination_account_id,
+        agreement_version=transfer.agreement_version,
+        attested=Attested.of(transfer, now),
         created_at=now,
         expires_at=now + timedelta(hours=24),
     )
 
 
+def signed_open_input(
+    order_id: str, resource_id: str, source: Account, destination: Account, now: datetime
+) -> OpenOrderInput:
+    transfer = initiate(order_id, resource_id, source, destination)
+    return open_input(signed(transfer, root(source), Action.INITIATE, order_id), now)
+
+
+def attested(message: AttestedMessage, principal: Principal, action: Action, order_id: str) -> Attested:
+    """`message` signed for `principal`, as it reached the workflow now."""
+    return Attested.of(signed(message, principal, action, order_id), datetime.now(UTC))
+
+
+def with_attestation(message: _Message, **changes: Any) -> _Message:
+    """`message` with fields of its attestation changed after it was signed."""
+    assert message.attestation is not None
+    return message.model_copy(update={"attestation": message.attestation.model_copy(update=changes)})
+
+
+def forged(message: _Message, principal: Principal, action: Action, order_id: str, how: str) -> _Message:
+    """`message` claiming `principal`, `action` and `order_id`, with an attestation that must not hold."""
+    stranger = Principal(kind=PrincipalKind.ROOT, account_id=fresh_id("acc"))
+    match how:
+        case "missing":
+            return message
+        case "forged_signature":
+            return with_attestation(signed(message, principal, action, order_id), signature="0" * 64)
+        case "forged_principal":  # a stranger's own attestation, its principal changed
+            return with_attestation(signed(message, stranger, action, order_id), principal=principal)
+        case "expired":  # valid for 5 minutes from its issue
+            return signed(message, principal, action, order_id, at=datetime.now(UTC) - timedelta(minutes=6))
+        case "another_order":
+            return signed(message, principal, action, fresh_id("to"))
+        case "another_action":
+            other = Action.REJECT if action is Action.CANCEL else Action.CANCEL
+            return signed(message, principal, other, order_id)
+    raise AssertionError(how)
+
+
 async def test_every_activity_of_a_completed_transfer_twice(store: Stores, factory: Factory) -> None:
-    activities = TransferActivities(store.orders)
+    activities = transfer_activities(store)
     source, destination = await factory.account(), await factory.account()
     resource = await factory.resource(source)
     order_id = fresh_id("to")
     now = datetime.now(UTC)
     await twice(
-        store,
-        activities.open_order,
-        open_input(order_id, resource.id, source, destination, verification(source), now),
+        store, activities.open_order, signed_open_input(order_id, resource.id, source, destination, now)
     )
     await twice(
         store,
         activities.record_refusal,
-        (
-            RecordRefusalInput(
-                event_id=fresh_id("ev"),
-                order_id=order_id,
-                action=Action.CANCEL.value,
-                actor_account_id=destination.id,
-                code=ErrorCode.NOT_SOURCE.value,
-                at=now,
-            )
+        RecordRefusalInput(
+            event_id=fresh_id("ev"),
+            order_id=order_id,
+            action=Action.CANCEL,
+            attested=attested(CancelRequest(), root(destination), Action.CANCEL, order_id),
+            code=ErrorCode.NOT_SOURCE,
+            at=now,
         ),
     )
     await twice(
         store,
         activities.accept_confirmation,
-        (
-            AcceptConfirmationInput(
-                order_id=order_id,
-                principal=root(destination),
-                verification=verification(destination),
-                receiving_config=None,
-                at=now,
-                event_id=fresh_id("ev"),
-            )
+        AcceptConfirmationInput(
+            order_id=order_id,
+            attested=attested(
+                ConfirmRequest(agreement_accepted=True), root(destination), Action.CONFIRM, order_id
+            ),
+            at=now,
+            event_id=fresh_id("ev"),
         ),
     )
     step = OrderStepInput(order_id=order_id, at=now)
@@ -106,24 +159,29 @@ async def test_every_activity_of_a_completed_transfer_twice(store: Stores, facto
     await twice(
         store,
         activities.finish_order,
-        (FinishOrderInput(order_id=order_id, status=OrderStatus.COMPLETED, at=now)),
+        FinishOrderInput(order_id=order_id, status=OrderStatus.COMPLETED, at=now),
     )
     after = await store.get_resource(resource.id)
     assert after is not None and after.owner_account_id == destination.id and after.locked_by_order_id is None
+    order = await store.get_order(order_id)
+    assert order is not None
+    assert [(e.action, e.outcome, e.actor_account_id) for e in order.events[:3]] == [
+        (Action.INITIATE, Outcome.ACCEPTED, source.id),
+        (Action.CANCEL, Outcome.REFUSED, destination.id),  # attested: recorded with its actor
+        (Action.CONFIRM, Outcome.ACCEPTED, destination.id),
+    ]
 
 
 async def test_compensation_and_decisions_twice(store: Stores, factory: Factory) -> None:
-    activities = TransferActivities(store.orders)
+    activities = transfer_activities(store)
     source, destination = await factory.account(), await factory.account()
     cancelled_resource, compensated_resource = await factory.resource(source), await factory.resource(source)
     now = datetime.now(UTC)
-    answer = verification(source)
 
     async def open_(resource_id: str) -> str:
         order_id = fresh_id("to")
         await ActivityEnvironment().run(
-            activities.open_order,
-            open_input(order_id, resource_id, source, destination, answer, now),
+            activities.open_order, signed_open_input(order_id, resource_id, source, destination, now)
         )
         return order_id
 
@@ -131,8 +189,17 @@ async def test_compensation_and_decisions_twice(store: Stores, factory: Factory)
     await twice(
         store,
         activities.decide,
-        (DecideInput(order_id=cancelled, status=OrderStatus.CANCELLED, actor_account_id=source.id, at=now)),
+        DecideInput(
+            order_id=cancelled,
+            status=OrderStatus.CANCELLED,
+            at=now,
+            action=Action.CANCEL,
+            attested=attested(CancelRequest(), root(source), Action.CANCEL, cancelled),
+        ),
     )
+    order = await store.get_order(cancelled)
+    assert order is not None and order.status is OrderStatus.CANCELLED
+    assert order.events[-1].actor_account_id == source.id
 
     compensated = await open_(compensated_resource.id)
     await store.decide(compensated, status=OrderStatus.TRANSFERRING, at=now, actor_account_id=destination.id)
@@ -146,26 +213,205 @@ async def test_compensation_and_decisions_twice(store: Stores, factory: Factory)
 
 
 async def test_a_refusal_is_not_retried(store: Stores, factory: Factory) -> None:
-    activities = TransferActivities(store.orders)
+    activities = transfer_activities(store)
     source, destination = await factory.account(), await factory.account()
     running = await factory.resource(source, status=InstanceStatus.RUNNING)
     now = datetime.now(UTC)
     order_id = fresh_id("to")
     await ActivityEnvironment().run(
-        activities.open_order,
-        open_input(order_id, running.id, source, destination, verification(source), now),
+        activities.open_order, signed_open_input(order_id, running.id, source, destination, now)
     )
     with pytest.raises(ApplicationError) as refused:
         await ActivityEnvironment().run(
             activities.accept_confirmation,
             AcceptConfirmationInput(
                 order_id=order_id,
-                principal=root(destination),
-                verification=verification(destination),
-                receiving_config=None,
+                attested=attested(
+                    ConfirmRequest(agreement_accepted=True), root(destination), Action.CONFIRM, order_id
+                ),
                 at=now,
                 event_id=fresh_id("ev"),
             ),
         )
     assert refused.value.type == ErrorCode.INSTANCE_NOT_STOPPED
     assert refused.value.non_retryable
+
+
+# --- the trust boundary ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "missing",
+        "forged_signature",
+        "forged_principal",
+        "expired",
+        "another_order",
+        "another_action",
+        "another_resource",
+        "another_destination",
+        "another_source",
+    ],
+)
+async def test_open_order_refuses_an_attestation_that_does_not_hold_and_writes_nothing(
+    store: Stores, factory: Factory, how: str
+) -> None:
+    activities = transfer_activities(store)
+    source, destination = await factory.account(), await factory.account()
+    resource = await factory.resource(source)
+    order_id = fresh_id("to")
+    transfer = initiate(order_id, resource.id, source, destination)
+    if how in ("another_resource", "another_destination"):
+        # A genuine attestation of another initiate of the same order, moved onto this one.
+        field = "resource_id" if how == "another_resource" else "destination_account_id"
+        other = signed(
+            transfer.model_copy(update={field: fresh_id("x")}), root(source), Action.INITIATE, order_id
+        )
+        transfer = transfer.model_copy(update={"attestation": other.attestation})
+    elif how == "another_source":  # genuinely signed, for another account than the source it names
+        transfer = signed(transfer, root(destination), Action.INITIATE, order_id)
+    else:
+        transfer = forged(transfer, root(source), Action.INITIATE, order_id, how)
+    before = await snapshot(store.engine)
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(activities.open_order, open_input(transfer, datetime.now(UTC)))
+    assert refused.value.type == ErrorCode.UNAUTHENTICATED
+    assert refused.value.non_retryable
+    assert await snapshot(store.engine) == before
+    assert await store.get_order(order_id) is None
+
+
+FORGERIES = ["missing", "forged_signature", "forged_principal", "expired", "another_order", "another_action"]
+DECISION_CASES = [
+    *((action, how) for action in (Action.CONFIRM, Action.CANCEL, Action.REJECT) for how in FORGERIES),
+    (Action.CONFIRM, "replayed_config"),
+]
+
+
+@pytest.mark.parametrize(("action", "how"), DECISION_CASES)
+async def test_a_decision_whose_attestation_does_not_hold_changes_nothing_and_is_recorded_with_no_actor(
+    store: Stores, factory: Factory, action: Action, how: str
+) -> None:
+    """The claimed actor is the party allowed to act: only the attestation stands in the way."""
+    activities = transfer_activities(store)
+    source, destination = await factory.account(), await factory.account()
+    resource = await factory.resource(source)
+    order_id = fresh_id("to")
+    now = datetime.now(UTC)
+    await ActivityEnvironment().run(
+        activities.open_order, signed_open_input(order_id, resource.id, source, destination, now)
+    )
+    env = ActivityEnvironment()
+    # decide names its refused event by run and activity id: one run of its own, as in a workflow.
+    env.info = dataclasses.replace(env.info, workflow_run_id=fresh_id("run"))
+    with pytest.raises(ApplicationError) as refused:
+        if action is Action.CONFIRM:
+            confirm = ConfirmRequest(agreement_accepted=True)
+            if how == "replayed_config":  # a genuine confirm, replayed with another configuration
+                message = signed(confirm, root(destination), action, order_id).model_copy(
+                    update={"receiving_config": ReceivingConfig(resource_group="rg-evil")}
+                )
+            else:
+                message = forged(confirm, root(destination), action, order_id, how)
+            await env.run(
+                activities.accept_confirmation,
+                AcceptConfirmationInput(
+                    order_id=order_id,
+                    attested=Attested.of(message, now),
+                    at=now,
+                    event_id=fresh_id("ev"),
+                ),
+            )
+        else:
+            request = CancelRequest() if action is Action.CANCEL else RejectRequest(reason="no")
+            actor = source if action is Action.CANCEL else destination
+            await env.run(
+                activities.decide,
+                DecideInput(
+                    order_id=order_id,
+                    status=OrderStatus.CANCELLED if action is Action.CANCEL else OrderStatus.REJECTED,
+                    at=now,
+                    action=action,
+                    attested=Attested.of(forged(request, root(actor), action, order_id, how), now),
+                ),
+            )
+    assert refused.value.type == ErrorCode.UNAUTHENTICATED
+    assert refused.value.non_retryable
+    order = await store.get_order(order_id)
+    assert order is not None and order.status is OrderStatus.PENDING and order.confirmed_at is None
+    assert [(e.action, e.outcome, e.actor_account_id, e.code) for e in order.events[1:]] == [
+        (action, Outcome.REFUSED, None, ErrorCode.UNAUTHENTICATED)
+    ]
+    after = await store.get_resource(resource.id)
+    assert after is not None and after.locked_by_order_id == order_id and after.owner_account_id == source.id
+    assert after.resource_group is None
+
+
+@pytest.mark.parametrize("how", FORGERIES)
+async def test_a_refusal_names_its_actor_only_when_its_attestation_holds(
+    store: Stores, factory: Factory, how: str
+) -> None:
+    """Otherwise anyone could write refusals in another account's name: no actor, UNAUTHENTICATED."""
+    activities = transfer_activities(store)
+    source, destination = await factory.account(), await factory.account()
+    resource = await factory.resource(source)
+    order_id = fresh_id("to")
+    now = datetime.now(UTC)
+    await ActivityEnvironment().run(
+        activities.open_order, signed_open_input(order_id, resource.id, source, destination, now)
+    )
+    request = forged(CancelRequest(), root(destination), Action.CANCEL, order_id, how)
+    await ActivityEnvironment().run(
+        activities.record_refusal,
+        RecordRefusalInput(
+            event_id=fresh_id("ev"),
+            order_id=order_id,
+            action=Action.CANCEL,
+            attested=Attested.of(request, now),
+            code=ErrorCode.NOT_SOURCE,
+            at=now,
+        ),
+    )
+    order = await store.get_order(order_id)
+    assert order is not None and order.status is OrderStatus.PENDING
+    assert [(e.action, e.outcome, e.actor_account_id, e.code) for e in order.events[1:]] == [
+        (Action.CANCEL, Outcome.REFUSED, None, ErrorCode.UNAUTHENTICATED)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("issued_ago", "received_after_issue", "holds"),
+    [
+        (timedelta(minutes=9), timedelta(minutes=4), True),  # arrived in time; the activity runs late
+        (timedelta(minutes=0), timedelta(minutes=6), False),  # fresh now, but it arrived expired
+        (timedelta(minutes=0), -timedelta(minutes=2), False),  # arrived before it was issued
+    ],
+)
+async def test_an_attestation_must_hold_when_its_message_arrived(
+    store: Stores, factory: Factory, issued_ago: timedelta, received_after_issue: timedelta, holds: bool
+) -> None:
+    """The workflow's time of arrival counts, not the activity's: a retried activity after a database
+    outage still acts on a message that arrived in time."""
+    activities = transfer_activities(store)
+    source, destination = await factory.account(), await factory.account()
+    resource = await factory.resource(source)
+    order_id = fresh_id("to")
+    issued = datetime.now(UTC) - issued_ago
+    transfer = signed(
+        initiate(order_id, resource.id, source, destination),
+        root(source),
+        Action.INITIATE,
+        order_id,
+        at=issued,
+    )
+    opening = open_input(transfer, issued + received_after_issue)
+    if holds:
+        await ActivityEnvironment().run(activities.open_order, opening)
+        order = await store.get_order(order_id)
+        assert order is not None and order.status is OrderStatus.PENDING
+    else:
+        with pytest.raises(ApplicationError) as refused:
+            await ActivityEnvironment().run(activities.open_order, opening)
+        assert refused.value.type == ErrorCode.UNAUTHENTICATED
+        assert await store.get_order(order_id) is None

@@ -1,7 +1,9 @@
 """ResourceTransfer on a real Temporal dev server with the real activities and store.
 
 Updates are tested here (the time-skipping server mishandles them); the 24-hour expiry is in
-test_expiry.py on the time-skipping server.
+test_expiry.py on the time-skipping server. TOTP codes are the service's (tests/api): here every message
+carries the service's attestation, and the trust-boundary tests send what a client that reaches Temporal
+directly could send.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from domain.attestation import derive_key
 from domain.codes import ErrorCode
 from domain.models import (
     AGREEMENT_VERSION,
@@ -29,54 +33,107 @@ from domain.models import (
     Outcome,
     Principal,
     PrincipalKind,
+    ReceivingConfig,
     StepName,
     StepStatus,
 )
 from domain.refusals import TransferError
-from domain.verification import code_at
-from starter.client import TransferClient
+from starter.client import TransferClient, sign
 from tests.factory import (
+    ATTESTATION_KEY,
     Factory,
     freezing_destination_activities,
     fresh_id,
     root,
-    verification,
-    wrong_verification,
+    signed,
+    transfer_client,
 )
 from tests.stores import Stores
 from worker import build_worker
 from workflows import search_attributes
 from workflows.messages import (
+    AttestedMessage,
     CancelRequest,
     ConfirmRequest,
     OrderState,
     RejectRequest,
+    TransferInput,
     TransferResult,
-    Verification,
 )
+from workflows.refusals import from_update
 from workflows.resource_transfer import ResourceTransfer
+
+_Message = TypeVar("_Message", bound=AttestedMessage)
+
+# A key that is not the service's: what a client that reaches Temporal directly signs with at best.
+OTHER_KEY = derive_key("not-the-service-key", "attestation")
 
 
 @pytest.fixture
 async def transfers(dev_env: WorkflowEnvironment, store: Stores) -> AsyncIterator[TransferClient]:
     task_queue = fresh_id("tq")
-    async with build_worker(dev_env.client, store.db, task_queue):
-        yield TransferClient(dev_env.client, task_queue=task_queue)
+    async with build_worker(dev_env.client, store.db, task_queue, ATTESTATION_KEY):
+        yield transfer_client(dev_env.client, task_queue)
 
 
 async def parties(factory: Factory) -> tuple[Account, Account]:
     return await factory.account(), await factory.account()
 
 
-def confirm_request(destination: Account, **fields: Any) -> ConfirmRequest:
-    values: dict[str, Any] = {
-        "principal": root(destination),
-        "agreement_accepted": True,
-        "agreement_version": AGREEMENT_VERSION,
-        "verification": verification(destination),
-        **fields,
-    }
-    return ConfirmRequest(**values)
+def confirm_request(order_id: str, principal: Principal, **fields: Any) -> ConfirmRequest:
+    """A confirm as the service sends it: signed for `principal` on `order_id`."""
+    values: dict[str, Any] = {"agreement_accepted": True, **fields}
+    return signed(ConfirmRequest(**values), principal, Action.CONFIRM, order_id)
+
+
+def with_attestation(message: _Message, **changes: Any) -> _Message:
+    """`message` with fields of its attestation changed after it was signed."""
+    assert message.attestation is not None
+    return message.model_copy(update={"attestation": message.attestation.model_copy(update=changes)})
+
+
+def stranger() -> Principal:
+    return Principal(kind=PrincipalKind.ROOT, account_id=fresh_id("acc"))
+
+
+# The raw messages, by name, as a client that skips the service sends them (typed loosely: the SDK's
+# overloads read an async update as one that returns a coroutine).
+UPDATES: dict[str, Any] = {
+    "confirm": ResourceTransfer.confirm,
+    "cancel": ResourceTransfer.cancel,
+    "reject": ResourceTransfer.reject,
+}
+SIGNALS: dict[str, Any] = {
+    "confirm": ResourceTransfer.confirm_signal,
+    "cancel": ResourceTransfer.cancel_signal,
+    "reject": ResourceTransfer.reject_signal,
+}
+ANOTHER_ACTION = {
+    Action.INITIATE: Action.CONFIRM,
+    Action.CONFIRM: Action.CANCEL,
+    Action.CANCEL: Action.REJECT,
+    Action.REJECT: Action.CANCEL,
+}
+
+
+def spoilt(message: _Message, principal: Principal, action: Action, order_id: str, how: str) -> _Message:
+    """`message` claiming `principal`, `action` and `order_id`, with an attestation the worker must refuse."""
+    match how:
+        case "missing":
+            return message
+        case "another_key":  # signed by someone who has not the service's key
+            return sign(OTHER_KEY, message, principal, action, order_id, at=datetime.now(UTC))
+        case "forged_signature":
+            return with_attestation(signed(message, principal, action, order_id), signature="0" * 64)
+        case "forged_principal":  # a stranger's own attestation, its principal changed to the victim's
+            return with_attestation(signed(message, stranger(), action, order_id), principal=principal)
+        case "expired":  # valid for 5 minutes from its issue
+            return signed(message, principal, action, order_id, at=datetime.now(UTC) - timedelta(minutes=6))
+        case "another_order":
+            return signed(message, principal, action, fresh_id("to"))
+        case "another_action":
+            return signed(message, principal, ANOTHER_ACTION[action], order_id)
+    raise AssertionError(how)
 
 
 async def open_order(
@@ -85,16 +142,28 @@ async def open_order(
     source, destination = await parties(factory)
     resource = await factory.resource(source, **resource_fields)
     state = await transfers.initiate(
-        initiator=root(source),
-        destination_account_id=destination.id,
-        resource_id=resource.id,
-        verification=verification(source),
+        initiator=root(source), destination_account_id=destination.id, resource_id=resource.id
     )
     return source, destination, state
 
 
 async def history_event_types(handle: WorkflowHandle[Any, Any]) -> list[int]:
     return [event.event_type for event in (await handle.fetch_history()).events]
+
+
+async def assert_still_pending(
+    transfers: TransferClient, store: Stores, state: OrderState, source: Account
+) -> Order:
+    """Nothing moved: the order pending, its resource locked by it and still the source's."""
+    assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
+    order = await store.get_order(state.order_id)
+    assert order is not None and order.status is OrderStatus.PENDING and order.confirmed_at is None
+    resource = await store.get_resource(state.resource_id)
+    assert resource is not None
+    assert resource.locked_by_order_id == state.order_id
+    assert resource.owner_account_id == source.id
+    assert resource.resource_group is None and resource.tags == {}
+    return order
 
 
 async def test_full_transfer_moves_ownership_and_billing(
@@ -107,7 +176,8 @@ async def test_full_transfer_moves_ownership_and_billing(
 
     confirmed = await transfers.confirm(
         state.order_id,
-        confirm_request(destination, receiving_config={"resource_group": "rg-web", "tags": {"team": "a"}}),
+        root(destination),
+        ReceivingConfig(resource_group="rg-web", tags={"team": "a"}),
     )
     assert confirmed.status is OrderStatus.TRANSFERRING
 
@@ -150,28 +220,83 @@ async def test_full_transfer_moves_ownership_and_billing(
     assert attributes.get(search_attributes.TRANSFER_EXPIRES_AT) == state.expires_at
 
 
-async def test_initiate_with_a_wrong_code_is_refused_and_writes_nothing(
-    transfers: TransferClient, factory: Factory, store: Stores
+async def test_initiate_from_a_client_without_the_service_key_is_refused_and_writes_nothing(
+    dev_env: WorkflowEnvironment, transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
+    """The library itself, keyed wrongly: the worker, not the client, decides what is attested."""
     source, destination = await parties(factory)
     resource = await factory.resource(source)
     order_id = fresh_id("to")
+    impostor = TransferClient(dev_env.client, attestation_key=OTHER_KEY, task_queue=transfers.task_queue)
     with pytest.raises(TransferError) as refused:
-        await transfers.initiate(
+        await impostor.initiate(
             initiator=root(source),
             destination_account_id=destination.id,
             resource_id=resource.id,
-            verification=wrong_verification(source),
             order_id=order_id,
         )
-    assert refused.value.code is ErrorCode.VERIFICATION_FAILED
+    assert refused.value.code is ErrorCode.UNAUTHENTICATED
     assert await store.get_order(order_id) is None
     after = await store.get_resource(resource.id)
     assert after is not None and after.locked_by_order_id is None
     result = await transfers.result(order_id)
     assert result.status is None and result.refusal is not None
-    assert result.refusal.code is ErrorCode.VERIFICATION_FAILED
+    assert result.refusal.code is ErrorCode.UNAUTHENTICATED
     attributes = (await transfers.handle(order_id).describe()).typed_search_attributes
+    assert attributes.get(search_attributes.TRANSFER_STATUS) == search_attributes.REFUSED
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "missing",
+        "another_key",
+        "forged_signature",
+        "forged_principal",
+        "expired",
+        "another_order",
+        "another_action",
+        "another_resource",
+        "another_destination",
+        "another_source",
+    ],
+)
+async def test_a_direct_start_without_a_valid_attestation_opens_no_order(
+    dev_env: WorkflowEnvironment, transfers: TransferClient, factory: Factory, store: Stores, how: str
+) -> None:
+    """`start_workflow` straight to Temporal, skipping the service: no order, no lock."""
+    source, destination = await parties(factory)
+    resource = await factory.resource(source)
+    order_id = fresh_id("to")
+    transfer = TransferInput(
+        order_id=order_id,
+        resource_id=resource.id,
+        source_account_id=source.id,
+        destination_account_id=destination.id,
+        agreement_version=AGREEMENT_VERSION,
+    )
+    if how in ("another_resource", "another_destination"):
+        # A genuine attestation of another initiate of the same order, moved onto this one.
+        field = "resource_id" if how == "another_resource" else "destination_account_id"
+        elsewhere = transfer.model_copy(update={field: fresh_id("x")})
+        other = signed(elsewhere, root(source), Action.INITIATE, order_id)
+        transfer = transfer.model_copy(update={"attestation": other.attestation})
+    elif how == "another_source":
+        # Genuinely signed, but for someone else than the source it names.
+        transfer = signed(transfer, stranger(), Action.INITIATE, order_id)
+    else:
+        transfer = spoilt(transfer, root(source), Action.INITIATE, order_id, how)
+    handle = await dev_env.client.start_workflow(
+        ResourceTransfer.run, transfer, id=order_id, task_queue=transfers.task_queue
+    )
+    # Bounded: an order opened by mistake would wait out its 24-hour window.
+    result = await asyncio.wait_for(handle.result(), timeout=30)
+    assert result.status is None and result.refusal is not None
+    assert result.refusal.code is ErrorCode.UNAUTHENTICATED
+    assert await store.get_order(order_id) is None
+    after = await store.get_resource(resource.id)
+    assert after is not None and after.locked_by_order_id is None and after.owner_account_id == source.id
+    attributes = (await handle.describe()).typed_search_attributes
     assert attributes.get(search_attributes.TRANSFER_STATUS) == search_attributes.REFUSED
 
 
@@ -181,36 +306,28 @@ async def test_a_ram_user_cannot_initiate(transfers: TransferClient, factory: Fa
     ram_user = Principal(kind=PrincipalKind.RAM_USER, account_id=source.id, ram_user_id="ops")
     with pytest.raises(TransferError) as refused:
         await transfers.initiate(
-            initiator=ram_user,
-            destination_account_id=destination.id,
-            resource_id=resource.id,
-            verification=verification(source),
+            initiator=ram_user, destination_account_id=destination.id, resource_id=resource.id
         )
     assert refused.value.code is ErrorCode.RAM_USER_NOT_ALLOWED
 
 
-async def test_account_rules_refuse_before_the_code_is_used(
-    transfers: TransferClient, factory: Factory
+async def test_account_rules_refuse_and_leave_the_resource_free(
+    transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
+    """An account rule refuses before the lock: the same resource can go elsewhere at once."""
     source = await factory.account()
     destination = await factory.account(verified=False, entity_id=None, entity_name=None)
     resource = await factory.resource(source)
-    answer = verification(source)
     with pytest.raises(TransferError) as refused:
         await transfers.initiate(
-            initiator=root(source),
-            destination_account_id=destination.id,
-            resource_id=resource.id,
-            verification=answer,
+            initiator=root(source), destination_account_id=destination.id, resource_id=resource.id
         )
     assert refused.value.code is ErrorCode.ACCOUNT_NOT_VERIFIED
-    # The same code still works: a refusal before verification does not use it up.
+    after = await store.get_resource(resource.id)
+    assert after is not None and after.locked_by_order_id is None
     other = await factory.account()
     state = await transfers.initiate(
-        initiator=root(source),
-        destination_account_id=other.id,
-        resource_id=resource.id,
-        verification=answer.model_copy(update={"verification_id": fresh_id("v")}),
+        initiator=root(source), destination_account_id=other.id, resource_id=resource.id
     )
     assert state.status is OrderStatus.PENDING
 
@@ -219,10 +336,7 @@ async def test_one_open_order_per_resource(transfers: TransferClient, factory: F
     source, destination, state = await open_order(transfers, factory)
     with pytest.raises(TransferError) as refused:
         await transfers.initiate(
-            initiator=root(source),
-            destination_account_id=destination.id,
-            resource_id=state.resource_id,
-            verification=verification(source, steps_ahead=1),
+            initiator=root(source), destination_account_id=destination.id, resource_id=state.resource_id
         )
     assert refused.value.code is ErrorCode.RESOURCE_IN_TRANSFER
 
@@ -232,7 +346,6 @@ async def test_initiate_is_idempotent_by_order_id(
 ) -> None:
     source, destination = await parties(factory)
     resource = await factory.resource(source)
-    answer = verification(source)
     order_id = fresh_id("to")
     first, second = await asyncio.gather(
         *(
@@ -240,7 +353,6 @@ async def test_initiate_is_idempotent_by_order_id(
                 initiator=root(source),
                 destination_account_id=destination.id,
                 resource_id=resource.id,
-                verification=answer,
                 order_id=order_id,
             )
             for _ in range(2)
@@ -265,7 +377,7 @@ async def test_cancel_by_the_source_releases_the_lock(
     assert attributes.get(search_attributes.TRANSFER_STATUS) == "cancelled"
     # The run is closed: a late confirm learns why.
     with pytest.raises(TransferError) as late:
-        await transfers.confirm(state.order_id, confirm_request(destination))
+        await transfers.confirm(state.order_id, root(destination))
     assert late.value.code is ErrorCode.ORDER_NOT_PENDING
     assert late.value.details == {"status": "cancelled"}
 
@@ -277,6 +389,7 @@ async def test_reject_by_the_destination(transfers: TransferClient, factory: Fac
     order = await store.get_order(state.order_id)
     assert order is not None and order.status is OrderStatus.REJECTED
     assert order.events[-1].action is Action.REJECT and order.events[-1].actor_account_id == destination.id
+    assert order.events[-1].reason == "not ours"
 
 
 @pytest.mark.parametrize(
@@ -286,10 +399,9 @@ async def test_reject_by_the_destination(transfers: TransferClient, factory: Fac
         ("reject", "source", ErrorCode.NOT_DESTINATION),
         ("cancel", "destination", ErrorCode.NOT_SOURCE),
         ("cancel", "stranger", ErrorCode.ORDER_NOT_FOUND),
-        ("confirm", "ram_user", ErrorCode.RAM_USER_NOT_ALLOWED),
     ],
 )
-async def test_validators_refuse_a_wrong_actor_before_anything_is_written(
+async def test_a_wrong_party_is_refused_and_only_its_refusal_is_recorded(
     transfers: TransferClient,
     factory: Factory,
     store: Stores,
@@ -297,34 +409,75 @@ async def test_validators_refuse_a_wrong_actor_before_anything_is_written(
     actor: str,
     code: ErrorCode,
 ) -> None:
+    """The order's rules are checked under the decision lock (a race included): the refusal becomes the
+    order's event, with the attested actor, and nothing else changes."""
     source, destination, state = await open_order(transfers, factory)
     principals = {
         "source": root(source),
         "destination": root(destination),
         "stranger": root(await factory.account()),
-        "ram_user": Principal(kind=PrincipalKind.RAM_USER, account_id=destination.id, ram_user_id="ops"),
     }
-    handle = transfers.handle(state.order_id)
-    before = await history_event_types(handle)
     order_before = await store.get_order(state.order_id)
+    assert order_before is not None
     with pytest.raises(TransferError) as refused:
         if action == "confirm":
-            await transfers.confirm(state.order_id, confirm_request(destination, principal=principals[actor]))
+            await transfers.confirm(state.order_id, principals[actor])
         elif action == "cancel":
             await transfers.cancel(state.order_id, principals[actor])
         else:
             await transfers.reject(state.order_id, principals[actor])
     assert refused.value.code is code
+    order = await assert_still_pending(transfers, store, state, source)
+    assert order.steps == order_before.steps
+    assert order.events[:-1] == order_before.events
+    last = order.events[-1]
+    assert (last.action, last.outcome, last.actor_account_id, last.code) == (
+        Action(action),
+        Outcome.REFUSED,
+        principals[actor].account_id,
+        code,
+    )
+
+
+@pytest.mark.parametrize("action", ["confirm", "cancel", "reject"])
+async def test_validators_refuse_a_ram_user_before_anything_is_written(
+    transfers: TransferClient, factory: Factory, store: Stores, action: str
+) -> None:
+    """What needs no order is the validators': a refused update leaves no trace, not even in history."""
+    source, destination, state = await open_order(transfers, factory)
+    account = source if action == "cancel" else destination
+    ram_user = Principal(kind=PrincipalKind.RAM_USER, account_id=account.id, ram_user_id="ops")
+    handle = transfers.handle(state.order_id)
+    before = await history_event_types(handle)
+    order_before = await store.get_order(state.order_id)
+    with pytest.raises(TransferError) as refused:
+        if action == "confirm":
+            await transfers.confirm(state.order_id, ram_user)
+        elif action == "cancel":
+            await transfers.cancel(state.order_id, ram_user)
+        else:
+            await transfers.reject(state.order_id, ram_user)
+    assert refused.value.code is ErrorCode.RAM_USER_NOT_ALLOWED
     assert await history_event_types(handle) == before
     assert await store.get_order(state.order_id) == order_before
     assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
 
 
-async def test_confirm_without_the_agreement_is_refused(transfers: TransferClient, factory: Factory) -> None:
+async def test_confirm_without_the_agreement_is_refused(
+    transfers: TransferClient, factory: Factory, store: Stores
+) -> None:
     _, destination, state = await open_order(transfers, factory)
-    with pytest.raises(TransferError) as refused:
-        await transfers.confirm(state.order_id, confirm_request(destination, agreement_accepted=False))
-    assert refused.value.code is ErrorCode.AGREEMENT_NOT_ACCEPTED
+    handle = transfers.handle(state.order_id)
+    before = await history_event_types(handle)
+    order_before = await store.get_order(state.order_id)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            UPDATES["confirm"], confirm_request(state.order_id, root(destination), agreement_accepted=False)
+        )
+    assert from_update(refused.value).code is ErrorCode.AGREEMENT_NOT_ACCEPTED
+    assert await history_event_types(handle) == before
+    assert await store.get_order(state.order_id) == order_before
+    assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
 
 
 async def test_a_running_vpc_instance_refuses_the_confirm_and_the_order_stays_pending(
@@ -332,38 +485,100 @@ async def test_a_running_vpc_instance_refuses_the_confirm_and_the_order_stays_pe
 ) -> None:
     _, destination, state = await open_order(transfers, factory, status=InstanceStatus.RUNNING)
     with pytest.raises(TransferError) as refused:
-        await transfers.confirm(state.order_id, confirm_request(destination))
+        await transfers.confirm(state.order_id, root(destination))
     assert refused.value.code is ErrorCode.INSTANCE_NOT_STOPPED
     assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
     order = await store.get_order(state.order_id)
     assert order is not None and order.status is OrderStatus.PENDING
     refusal = order.events[-1]
-    assert (refusal.action, refusal.outcome, refusal.code) == (
+    assert (refusal.action, refusal.outcome, refusal.code, refusal.actor_account_id) == (
         Action.CONFIRM,
         Outcome.REFUSED,
         ErrorCode.INSTANCE_NOT_STOPPED,
+        destination.id,
     )
 
     await store.set_instance_status(state.resource_id, InstanceStatus.STOPPED)
-    confirmed = await transfers.confirm(
-        state.order_id, confirm_request(destination, verification=verification(destination, steps_ahead=1))
-    )
+    confirmed = await transfers.confirm(state.order_id, root(destination))
     assert confirmed.status is OrderStatus.TRANSFERRING
     assert (await transfers.result(state.order_id)).status is OrderStatus.COMPLETED
 
 
-async def test_a_wrong_destination_code_refuses_the_confirm(
-    transfers: TransferClient, factory: Factory, store: Stores
+async def test_a_confirm_from_a_client_without_the_service_key_is_refused(
+    dev_env: WorkflowEnvironment, transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
-    _, destination, state = await open_order(transfers, factory)
+    """The destination's principal, signed with another key: refused, recorded with no actor."""
+    source, destination, state = await open_order(transfers, factory)
+    impostor = TransferClient(dev_env.client, attestation_key=OTHER_KEY, task_queue=transfers.task_queue)
     with pytest.raises(TransferError) as refused:
-        await transfers.confirm(
-            state.order_id, confirm_request(destination, verification=wrong_verification(destination))
-        )
-    assert refused.value.code is ErrorCode.VERIFICATION_FAILED
-    order = await store.get_order(state.order_id)
-    assert order is not None and order.status is OrderStatus.PENDING
-    assert order.events[-1].code == ErrorCode.VERIFICATION_FAILED
+        await impostor.confirm(state.order_id, root(destination))
+    assert refused.value.code is ErrorCode.UNAUTHENTICATED
+    order = await assert_still_pending(transfers, store, state, source)
+    assert (order.events[-1].action, order.events[-1].actor_account_id, order.events[-1].code) == (
+        Action.CONFIRM,
+        None,
+        ErrorCode.UNAUTHENTICATED,
+    )
+
+
+UPDATE_CASES = [
+    ("confirm", "missing"),
+    ("confirm", "another_key"),
+    ("confirm", "forged_signature"),
+    ("confirm", "forged_principal"),
+    ("confirm", "expired"),
+    ("confirm", "another_order"),
+    ("confirm", "another_action"),
+    ("confirm", "replayed_config"),
+    ("cancel", "missing"),
+    ("cancel", "forged_principal"),
+    ("cancel", "expired"),
+    ("cancel", "another_action"),
+    ("reject", "missing"),
+    ("reject", "forged_signature"),
+    ("reject", "another_order"),
+]
+
+
+def untrusted(action: str, how: str, order_id: str, source: Account, destination: Account) -> AttestedMessage:
+    """The confirm, cancel or reject of the party allowed to send it, its attestation spoilt as `how`
+    says; `replayed_config` is a genuine confirm replayed with another receiving configuration."""
+    if action == "confirm":
+        if how == "replayed_config":
+            genuine = confirm_request(order_id, root(destination))
+            return genuine.model_copy(update={"receiving_config": ReceivingConfig(resource_group="rg-evil")})
+        confirm = ConfirmRequest(agreement_accepted=True)
+        return spoilt(confirm, root(destination), Action.CONFIRM, order_id, how)
+    if action == "cancel":
+        return spoilt(CancelRequest(), root(source), Action.CANCEL, order_id, how)
+    return spoilt(RejectRequest(reason="no"), root(destination), Action.REJECT, order_id, how)
+
+
+@pytest.mark.parametrize(("action", "how"), UPDATE_CASES)
+async def test_an_update_without_a_valid_attestation_is_refused_and_changes_nothing(
+    transfers: TransferClient, factory: Factory, store: Stores, action: str, how: str
+) -> None:
+    """Sent straight to Temporal: refused UNAUTHENTICATED, the order untouched. A missing attestation
+    is refused by the validator (not even in the history); any other by the activity, recorded with no
+    actor since nobody vouches for the one claimed."""
+    source, destination, state = await open_order(transfers, factory)
+    handle = transfers.handle(state.order_id)
+    history_before = await history_event_types(handle)
+    order_before = await store.get_order(state.order_id)
+    assert order_before is not None
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        request = untrusted(action, how, state.order_id, source, destination)
+        await handle.execute_update(UPDATES[action], request)
+    assert from_update(refused.value).code is ErrorCode.UNAUTHENTICATED
+    order = await assert_still_pending(transfers, store, state, source)
+    if how == "missing":
+        assert await history_event_types(handle) == history_before
+        assert order == order_before
+    else:
+        assert order.events[:-1] == order_before.events
+        assert [(e.action, e.outcome, e.actor_account_id, e.code) for e in order.events[-1:]] == [
+            (Action(action), Outcome.REFUSED, None, ErrorCode.UNAUTHENTICATED)
+        ]
 
 
 async def test_exactly_one_of_confirm_cancel_and_reject_wins(
@@ -371,7 +586,7 @@ async def test_exactly_one_of_confirm_cancel_and_reject_wins(
 ) -> None:
     source, destination, state = await open_order(transfers, factory)
     outcomes = await asyncio.gather(
-        transfers.confirm(state.order_id, confirm_request(destination)),
+        transfers.confirm(state.order_id, root(destination)),
         transfers.cancel(state.order_id, root(source)),
         transfers.reject(state.order_id, root(destination)),
         return_exceptions=True,
@@ -407,20 +622,84 @@ async def order_with_events(store: Stores, order_id: str, *, count: int) -> Orde
 async def test_an_invalid_signal_is_recorded_and_ignored(
     transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
-    source, destination, state = await open_order(transfers, factory)
+    source, _, state = await open_order(transfers, factory)
     handle = transfers.handle(state.order_id)
-    # The source pretends to confirm its own order; nothing in a signal is trusted.
-    await handle.signal(ResourceTransfer.confirm_signal, confirm_request(destination, principal=root(source)))
-    await handle.signal(ResourceTransfer.reject_signal, RejectRequest(principal=root(source)))
+    # The source, genuinely attested, tries to confirm and reject its own order: the rules still apply.
+    await handle.signal(ResourceTransfer.confirm_signal, confirm_request(state.order_id, root(source)))
+    await handle.signal(
+        ResourceTransfer.reject_signal, signed(RejectRequest(), root(source), Action.REJECT, state.order_id)
+    )
     order = await order_with_events(store, state.order_id, count=3)
-    assert [(e.action, e.outcome, e.code) for e in order.events[1:]] == [
-        (Action.CONFIRM, Outcome.REFUSED, ErrorCode.NOT_DESTINATION),
-        (Action.REJECT, Outcome.REFUSED, ErrorCode.NOT_DESTINATION),
+    # Each signal's handler records its own refusal: in either order.
+    assert sorted((e.action, e.outcome, e.actor_account_id, e.code) for e in order.events[1:]) == [
+        (Action.CONFIRM, Outcome.REFUSED, source.id, ErrorCode.NOT_DESTINATION),
+        (Action.REJECT, Outcome.REFUSED, source.id, ErrorCode.NOT_DESTINATION),
     ]
-    assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
+    await assert_still_pending(transfers, store, state, source)
 
-    await handle.signal(ResourceTransfer.cancel_signal, CancelRequest(principal=root(source)))
+    await handle.signal(
+        ResourceTransfer.cancel_signal, signed(CancelRequest(), root(source), Action.CANCEL, state.order_id)
+    )
     assert (await transfers.result(state.order_id)).status is OrderStatus.CANCELLED
+
+
+SIGNAL_CASES = [
+    ("confirm", "missing"),
+    ("confirm", "another_key"),
+    ("confirm", "forged_principal"),
+    ("confirm", "another_order"),
+    ("confirm", "another_action"),
+    ("confirm", "replayed_config"),
+    ("cancel", "missing"),
+    ("cancel", "another_key"),
+    ("cancel", "expired"),
+    ("cancel", "another_order"),
+    ("reject", "forged_signature"),
+    ("reject", "forged_principal"),
+    ("reject", "another_action"),
+]
+
+
+@pytest.mark.parametrize(("action", "how"), SIGNAL_CASES)
+async def test_a_signal_without_a_valid_attestation_is_recorded_as_refused_and_changes_nothing(
+    transfers: TransferClient, factory: Factory, store: Stores, action: str, how: str
+) -> None:
+    """A signal has nobody to answer: its refusal is an order event with no actor and UNAUTHENTICATED."""
+    source, destination, state = await open_order(transfers, factory)
+    await transfers.handle(state.order_id).signal(
+        SIGNALS[action], untrusted(action, how, state.order_id, source, destination)
+    )
+    order = await order_with_events(store, state.order_id, count=2)
+    assert [(e.action, e.outcome, e.actor_account_id, e.code) for e in order.events[1:]] == [
+        (Action(action), Outcome.REFUSED, None, ErrorCode.UNAUTHENTICATED)
+    ]
+    await assert_still_pending(transfers, store, state, source)
+
+
+async def test_a_cancel_signal_forged_for_the_source_changes_nothing(
+    transfers: TransferClient, factory: Factory, store: Stores
+) -> None:
+    """Someone claims the source's principal with a signature of its own making: the order stays the
+    destination's to confirm."""
+    source, destination, state = await open_order(transfers, factory)
+    forged = with_attestation(
+        signed(CancelRequest(), root(source), Action.CANCEL, state.order_id), signature="f" * 64
+    )
+    assert forged.principal == root(source)
+    await transfers.handle(state.order_id).signal(ResourceTransfer.cancel_signal, forged)
+    order = await order_with_events(store, state.order_id, count=2)
+    refused = order.events[-1]
+    assert (refused.action, refused.outcome, refused.actor_account_id, refused.code) == (
+        Action.CANCEL,
+        Outcome.REFUSED,
+        None,
+        ErrorCode.UNAUTHENTICATED,
+    )
+    await assert_still_pending(transfers, store, state, source)
+
+    confirmed = await transfers.confirm(state.order_id, root(destination))
+    assert confirmed.status is OrderStatus.TRANSFERRING
+    assert (await transfers.result(state.order_id)).status is OrderStatus.COMPLETED
 
 
 async def test_a_failure_after_ownership_moved_is_compensated(
@@ -435,13 +714,18 @@ async def test_a_failure_after_ownership_moved_is_compensated(
         workflows=[ResourceTransfer],
         activities=freezing_destination_activities(store),
     ):
-        transfers = TransferClient(dev_env.client, task_queue=task_queue)
+        transfers = transfer_client(dev_env.client, task_queue)
         source, destination, state = await open_order(transfers, factory)
-        await transfers.confirm(state.order_id, confirm_request(destination))
-        result = await transfers.result(state.order_id)
+        await transfers.confirm(state.order_id, root(destination))
+        # A failed order is a failed run, its failure typed with the code.
+        with pytest.raises(WorkflowFailureError) as failed:
+            await transfers.result(state.order_id)
+        final = await transfers.state(state.order_id)
 
-    assert result.status is OrderStatus.FAILED
-    assert result.failure is not None and result.failure.code is ErrorCode.ACCOUNT_FROZEN
+    assert isinstance(failed.value.cause, ApplicationError)
+    assert failed.value.cause.type == ErrorCode.ACCOUNT_FROZEN
+    assert final.status is OrderStatus.FAILED
+    assert final.failure is not None and final.failure.code is ErrorCode.ACCOUNT_FROZEN
     resource = await store.get_resource(state.resource_id)
     assert resource is not None
     assert resource.owner_account_id == source.id
@@ -460,19 +744,9 @@ async def test_the_destination_limits_hold_across_orders(transfers: TransferClie
     first = await factory.account(kind=AccountKind.ENTERPRISE)
     second = await factory.account(kind=AccountKind.ENTERPRISE)
     one, two = await factory.resource(source), await factory.resource(source)
-    await transfers.initiate(
-        initiator=root(source),
-        destination_account_id=first.id,
-        resource_id=one.id,
-        verification=verification(source),
-    )
+    await transfers.initiate(initiator=root(source), destination_account_id=first.id, resource_id=one.id)
     with pytest.raises(TransferError) as refused:
-        await transfers.initiate(
-            initiator=root(source),
-            destination_account_id=second.id,
-            resource_id=two.id,
-            verification=verification(source, steps_ahead=1),
-        )
+        await transfers.initiate(initiator=root(source), destination_account_id=second.id, resource_id=two.id)
     assert refused.value.code is ErrorCode.ENTERPRISE_DESTINATION_LIMIT
 
 
@@ -480,7 +754,7 @@ async def test_history_of_a_completed_transfer_stays_short(
     transfers: TransferClient, factory: Factory
 ) -> None:
     _, destination, state = await open_order(transfers, factory)
-    await transfers.confirm(state.order_id, confirm_request(destination))
+    await transfers.confirm(state.order_id, root(destination))
     await transfers.result(state.order_id)
     events = await history_event_types(transfers.handle(state.order_id))
     print(f"history of one completed transfer: {len(events)} events")
@@ -498,7 +772,6 @@ async def test_a_late_initiate_retry_does_not_reopen_a_closed_order(
         initiator=root(source),
         destination_account_id=state.destination_account_id,
         resource_id=state.resource_id,
-        verification=verification(source, steps_ahead=1),
         order_id=state.order_id,
     )
     assert retried.status is OrderStatus.CANCELLED
@@ -511,34 +784,37 @@ async def test_a_late_initiate_retry_does_not_reopen_a_closed_order(
 async def test_a_confirm_signal_is_checked_at_its_arrival_not_at_the_time_it_claims(
     transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
-    """A code from ten minutes ago, claimed as received then, is refused: signals are not trusted."""
-    _, destination, state = await open_order(transfers, factory)
+    """A confirm the service signed ten minutes ago is refused: the workflow, not the message, says when
+    it arrived, and its attestation had expired by then."""
+    source, destination, state = await open_order(transfers, factory)
     then = datetime.now(UTC) - timedelta(minutes=10)
-    stale = Verification(
-        verification_id=fresh_id("v"), code=code_at(destination.mfa_secret, then), received_at=then
-    )
-    await transfers.handle(state.order_id).signal(
-        ResourceTransfer.confirm_signal, confirm_request(destination, verification=stale)
-    )
+    request = ConfirmRequest(agreement_accepted=True)
+    stale = signed(request, root(destination), Action.CONFIRM, state.order_id, at=then)
+    await transfers.handle(state.order_id).signal(ResourceTransfer.confirm_signal, stale)
     order = await order_with_events(store, state.order_id, count=2)
     refused = order.events[-1]
-    assert (refused.action, refused.outcome, refused.code) == (
+    assert (refused.action, refused.outcome, refused.actor_account_id, refused.code) == (
         Action.CONFIRM,
         Outcome.REFUSED,
-        ErrorCode.VERIFICATION_FAILED,
+        None,
+        ErrorCode.UNAUTHENTICATED,
     )
-    assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
+    await assert_still_pending(transfers, store, state, source)
 
 
 async def test_a_window_that_closed_while_the_order_opened_expires_it_at_once(
     dev_env: WorkflowEnvironment, store: Stores, factory: Factory
 ) -> None:
+    """The expiry is recorded at the window's end, not when the worker got to it."""
     task_queue = fresh_id("tq")
-    async with build_worker(dev_env.client, store.db, task_queue):
-        transfers = TransferClient(
-            dev_env.client, task_queue=task_queue, confirm_window=timedelta(milliseconds=1)
-        )
+    async with build_worker(dev_env.client, store.db, task_queue, ATTESTATION_KEY):
+        transfers = transfer_client(dev_env.client, task_queue, confirm_window=timedelta(milliseconds=1))
         _, _, state = await open_order(transfers, factory)
         assert (await transfers.result(state.order_id)).status is OrderStatus.EXPIRED
     resource = await store.get_resource(state.resource_id)
     assert resource is not None and resource.locked_by_order_id is None
+    order = await store.get_order(state.order_id)
+    assert order is not None and order.status is OrderStatus.EXPIRED
+    expiry = order.events[-1]
+    assert (expiry.action, expiry.outcome, expiry.actor_account_id) == (Action.EXPIRE, Outcome.ACCEPTED, None)
+    assert expiry.at == order.expires_at

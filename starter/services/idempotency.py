@@ -1,0 +1,72 @@
+"""IdempotencyService: the first answer of a keyed POST, replayed to its repeats (SPEC §5).
+
+A key is scoped to the principal that sent it and lives 24 hours; the same key with another method,
+path or body is IDEMPOTENCY_KEY_REUSED. A repeat that arrives while the first request is still being
+answered waits for that answer. An answer that says "not now" (5xx) is not kept: the request did
+nothing, and its retry acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from domain.codes import ErrorCode
+from domain.refusals import RETRY_AFTER_S, TransferError
+from store.db import Database
+from store.idempotency import IdempotencyStore
+
+KEY_LIFETIME = timedelta(hours=24)
+# A repeat waits this long for the first request's answer (within SPEC §5's 10 s).
+WAIT_FOR_FIRST = timedelta(seconds=8)
+POLL = 0.05
+
+
+@dataclass(frozen=True)
+class FirstAnswer:
+    status: int
+    body: bytes
+    content_type: str | None
+
+
+class IdempotencyService:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def begin(self, scope: str, key: str, fingerprint: str, *, at: datetime) -> FirstAnswer | None:
+        """None: the key is this request's, which goes ahead; else the first request's answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_FOR_FIRST.total_seconds()
+        while True:
+            async with self._db.write() as session:
+                keys = IdempotencyStore(session)
+                if await keys.claim(scope, key, fingerprint, at=at):
+                    return None
+                first = await keys.get(scope, key)
+                if first is not None and at - first.created_at >= KEY_LIFETIME:
+                    await keys.release(scope, key)
+                    await keys.claim(scope, key, fingerprint, at=at)
+                    return None
+            if first is not None:
+                if first.fingerprint != fingerprint:
+                    raise TransferError(ErrorCode.IDEMPOTENCY_KEY_REUSED)
+                if first.status is not None and first.body is not None:
+                    return FirstAnswer(first.status, first.body, first.content_type)
+            if loop.time() >= deadline:
+                raise TransferError(
+                    ErrorCode.SERVICE_UNAVAILABLE,
+                    "The first request with this Idempotency-Key is still being answered; try again shortly",
+                    {"retry_after_s": RETRY_AFTER_S},
+                )
+            await asyncio.sleep(POLL)
+
+    async def finish(
+        self, scope: str, key: str, *, status: int, body: bytes, content_type: str | None
+    ) -> None:
+        async with self._db.write() as session:
+            keys = IdempotencyStore(session)
+            if status >= 500:
+                await keys.release(scope, key)
+            else:
+                await keys.answer(scope, key, status=status, body=body, content_type=content_type)

@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -138,6 +139,11 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return set_parent_death_signal
 
 
+# `transfer dev` starts an exited Temporal server again at most this often (SPEC §5 CLI).
+MAX_RESTARTS = 5
+RESTART_PERIOD = timedelta(minutes=1)
+
+
 class TemporalServer:
     def __init__(self, settings: Settings, data_dir: Path) -> None:
         self.settings = settings
@@ -174,10 +180,28 @@ class TemporalServer:
         return None if self.process is None else self.process.poll()
 
     async def watch(self) -> None:
-        """Returns when the server exits: a part of the stack that stopped on its own."""
+        """Returns when the server exits."""
         while self.exited() is None:  # noqa: ASYNC110 - a subprocess.Popen has no awaitable exit
             await asyncio.sleep(0.5)
         log.error("the temporal dev server exited", code=self.exited(), log=str(self.log_path))
+
+    async def supervise(self) -> None:
+        """Starts the server again on the same data each time it exits (SPEC §5 CLI), up to
+        MAX_RESTARTS a minute; returns past that, and the stack stops with exit code 1. Meanwhile the
+        API and the worker stay up: the API answers 503 where it needs Temporal."""
+        loop = asyncio.get_running_loop()
+        restarts: deque[float] = deque()
+        while True:
+            await self.watch()
+            now = loop.time()
+            while restarts and now - restarts[0] > RESTART_PERIOD.total_seconds():
+                restarts.popleft()
+            if len(restarts) >= MAX_RESTARTS:
+                log.error("the temporal dev server keeps exiting: stopping the stack", restarts=len(restarts))
+                return
+            restarts.append(now)
+            log.warning("starting the temporal dev server again", restarts_this_minute=len(restarts))
+            self.start()
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -412,7 +436,7 @@ async def serve(ready: Ready, stop: asyncio.Event, console: Console, temporal: T
     api = api_server(settings)
     worker_task = asyncio.create_task(worker.run(settings, worker_stop), name="worker")
     api_task = asyncio.create_task(api.serve(), name="api")
-    temporal_task = asyncio.create_task(temporal.watch(), name="temporal")
+    temporal_task = asyncio.create_task(temporal.supervise(), name="temporal")
     stop_task = asyncio.create_task(stop.wait(), name="stop")
     parts = {worker_task, api_task, temporal_task}
     # uvicorn has no event for "listening": its `started` flag is polled.

@@ -203,13 +203,11 @@ class TransferService:
             principal,
             order_ids,
             Action.CONFIRM,
-            lambda order_id: self.transfers.confirm(
-                order_id,
-                principal,
-                receiving_config,
-                update_id=keyed_id(principal, idempotency_key, Action.CONFIRM, order_id),
+            lambda order_id, update_id: self.transfers.confirm(
+                order_id, principal, receiving_config, update_id=update_id
             ),
             progress,
+            idempotency_key,
         )
         await self._unless_nothing_was_done(items, verified)
         return items
@@ -227,10 +225,9 @@ class TransferService:
             principal,
             order_ids,
             Action.CANCEL,
-            lambda order_id: self.transfers.cancel(
-                order_id, principal, update_id=keyed_id(principal, idempotency_key, Action.CANCEL, order_id)
-            ),
+            lambda order_id, update_id: self.transfers.cancel(order_id, principal, update_id=update_id),
             progress,
+            idempotency_key,
         )
 
     async def reject(
@@ -247,13 +244,11 @@ class TransferService:
             principal,
             order_ids,
             Action.REJECT,
-            lambda order_id: self.transfers.reject(
-                order_id,
-                principal,
-                reason,
-                update_id=keyed_id(principal, idempotency_key, Action.REJECT, order_id),
+            lambda order_id, update_id: self.transfers.reject(
+                order_id, principal, reason, update_id=update_id
             ),
             progress,
+            idempotency_key,
         )
 
     async def answer(self, principal: Principal, items: Sequence[OrderItem]) -> Order:
@@ -274,9 +269,12 @@ class TransferService:
         principal: Principal,
         order_ids: Sequence[str],
         action: Action,
-        act: Callable[[str], Awaitable[OrderState]],
+        act: Callable[[str, str | None], Awaitable[OrderState]],
         progress: OnItemAnswered | None,
+        idempotency_key: str | None,
     ) -> list[OrderItem]:
+        """`act(order_id, update_id)` on each order the read model lets the caller act on; with an
+        Idempotency-Key, the update id is the key's, so a retry answers the first update."""
         managed = await self._managed(principal)
 
         async def one(order_id: str) -> OrderItem:
@@ -295,7 +293,7 @@ class TransferService:
                     await self._record_refusal(order, principal, action, refused.code)
                 return OrderItem(order_id=order_id, error=refused)
             try:
-                state = await act(order_id)
+                state = await act(order_id, keyed_id(principal, idempotency_key, action, order_id))
             except TransferError as error:
                 if error.code is ErrorCode.ORDER_NOT_FOUND:
                     # The database has the order, its run does not yet (it is still opening it, after

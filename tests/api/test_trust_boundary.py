@@ -8,6 +8,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,6 +34,7 @@ from tests.api.transfer_helpers import (
     wrong_code,
 )
 from tests.factory import SECRET_BOX, SECRET_KEY, fresh_id, transfer_client
+from tests.store.builders import open_args
 from tests.stores import Stores
 from workflows.resource_transfer import ResourceTransfer
 
@@ -410,3 +412,16 @@ async def test_an_answer_that_did_nothing_is_not_kept_for_the_key(api: Api) -> N
     retried = await api.call("POST", "/v1/transfers", token, json=body, headers=keyed("k-503"))
     assert retried.status_code == 200, retried.text
     assert retried.json()["results"][0]["status"] == "pending"
+
+
+async def test_an_order_the_database_has_but_its_run_not_yet_answers_not_now(api: Api) -> None:
+    # After a restart a run may still be opening the order its database row already shows.
+    source, destination = await api.factory.account(), await api.factory.account()
+    resource = await api.factory.resource(source)
+    order_id = fresh_id("to")
+    await api.store.open_order(
+        **open_args(order_id, resource.id, source.id, destination.id, at=datetime.now(UTC))
+    )
+    cancel = await api.call("POST", f"/v1/transfers/{order_id}/cancel", await api.token(source))
+    details = assert_error(cancel, 503, "SERVICE_UNAVAILABLE")
+    assert details["failing"] == ["temporal"]

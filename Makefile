@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck histories clean
+.PHONY: install run test check lint typecheck histories screenshots clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ lint:
 
 typecheck:
 	$(BIN)/mypy .
+
+# The console's screenshots in docs/ (the README shows them), taken by the browser tests.
+screenshots: install
+	TRANSFER_SCREENSHOTS=docs $(BIN)/pytest -q tests/console
 
 # Record the histories of a new workflow version for the replay test (never overwrites a version).
 histories: install

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +11,11 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette_csrf.middleware import CSRFMiddleware
 
 from domain.codes import ErrorCode, default_message
 from domain.models import Refusal
@@ -22,6 +27,7 @@ from starter.api.idempotency import idempotent
 from starter.api.routes import admin, organization, resources, security_events, transfers
 from starter.api.schemas.common import ErrorEnvelope
 from starter.client import TransferClient
+from starter.console import routes as console
 from starter.services.idempotency import IdempotencyService
 from starter.services.provisioning import ProvisioningService
 from starter.services.readiness import ReadinessService
@@ -84,7 +90,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         finally:
             await db.dispose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the installed package's files: nothing from a CDN (SPEC, issue "Console").
+    app = FastAPIOffline(
         title="Resource transfer",
         version="1.0.0",
         description="Move ECS instances and EIPs between accounts: SPEC §5.",
@@ -115,7 +122,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             return _database_down()
 
     @app.exception_handler(TransferError)
-    async def refused(_: Request, error: TransferError) -> JSONResponse:
+    async def refused(request: Request, error: TransferError) -> Response:
+        if request.url.path.startswith("/console/"):
+            return console.error_page(request, error.refusal, error.code.http_status)
         return error_response(error.code.http_status, error.refusal)
 
     @app.exception_handler(RequestValidationError)
@@ -159,6 +168,25 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     for module in (transfers, resources, organization, security_events, admin):
         app.include_router(module.router)
+    app.include_router(console.router)
+    app.mount("/console/static", StaticFiles(directory=console.HERE / "static"), name="console-static")
+    # The console's forms: the session cookie, and the CSRF token of every form that changes something.
+    app.add_middleware(
+        CSRFMiddleware,
+        secret=settings.secret(),
+        # Always on the console's forms (sign-in too); elsewhere only for a request that carries the
+        # console's session (the API itself takes bearer tokens, which no other site can send).
+        required_urls=[re.compile(r"^/console/(session|actions)(/|$)")],
+        sensitive_cookies={console.SESSION_COOKIE},
+        cookie_samesite="strict",
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret(),
+        session_cookie=console.SESSION_COOKIE,
+        max_age=int(console.SESSION_LIFETIME.total_seconds()),
+        same_site="strict",
+    )
     # Added last, so outermost: a large body is refused before authentication reads anything.
     app.add_middleware(BodyLimit)
     return app

@@ -535,6 +535,7 @@ def print_banner(console: Console, ready: Ready) -> None:
     console.rule("[bold green]resource-transfer dev stack is up")
     field("API", api)
     field("OpenAPI docs", f"{api}/docs   (schema: {api}/openapi.json)")
+    field("Console", f"{api}/console/   (sign in with a token below)")
     field("Temporal UI", f"{ui}/namespaces/{settings.namespace}/workflows")
     field("Temporal gRPC", f"{settings.temporal_address}   (namespace {settings.namespace})")
     field("Task queue", settings.task_queue)

@@ -18,6 +18,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
@@ -26,8 +27,9 @@ from settings import Settings
 from starter.api.app import create_app
 from tests.api.conftest import ADMIN_TOKEN, Api
 from tests.api.transfer_helpers import open_order
+from tests.factory import SECRET_KEY
 
-SCHEMA = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
+SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(secret_key=SecretStr(SECRET_KEY))).openapi())
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations() if isinstance(result, Ok)]
 ERROR_CODES = {code.value for code in ErrorCode}
 

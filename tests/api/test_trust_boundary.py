@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -425,3 +426,13 @@ async def test_an_order_the_database_has_but_its_run_not_yet_answers_not_now(api
     cancel = await api.call("POST", f"/v1/transfers/{order_id}/cancel", await api.token(source))
     details = assert_error(cancel, 503, "SERVICE_UNAVAILABLE")
     assert details["failing"] == ["temporal"]
+
+
+async def test_the_api_docs_load_nothing_from_the_internet(api: Api) -> None:
+    page = await api.call("GET", "/docs", None)
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets and all(asset.startswith("/") for asset in assets), assets  # no https://cdn...
+    for asset in assets:
+        assert (await api.call("GET", asset, None)).status_code == 200, asset
+    assert "/openapi.json" in page.text

@@ -228,6 +228,7 @@ def test_the_dev_stack_stops_cleanly_and_resumes_open_orders(stack: Stack) -> No
     assert "Traceback" not in output, output
     assert f"http://127.0.0.1:{stack.api_port}" in output
     assert f"http://127.0.0.1:{stack.ui_port}" in output
+    assert f"http://127.0.0.1:{stack.api_port}/console/" in output
     assert alice["token"] in output and alice["mfa_secret"] in output
 
     # restart on the same folder, with a short window for orders opened from now on

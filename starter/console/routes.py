@@ -16,10 +16,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from domain.clock import now
 from domain.codes import ErrorCode
-from domain.models import ID_PATTERN, Order, OrderStatus, Principal, Refusal, Role
+from domain.models import ID_PATTERN, Order, OrderStatus, Principal, ReceivingConfig, Refusal, Role
 from domain.refusals import TransferError
 from starter.api.deps import AppState, get_state
 
@@ -171,6 +172,7 @@ async def orders_tab(
         "orders.html",
         principal,
         tab=tab,
+        actions=tab in ("requests", "to-confirm"),
         orders=orders,
         next_cursor=next_cursor,
         status=status,
@@ -202,3 +204,94 @@ async def _order(request: Request, order_id: str, state: AppState, template: str
         return RedirectResponse("/console/login", status_code=303)
     order = await state.services.transfers.get(principal, order_id)
     return _page(request, template, principal, order=order)
+
+
+# --- actions: each answers the per-item results in place; nothing the user typed is lost ----------------
+
+
+def _results(request: Request, principal: Principal | None, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, "results.html", {"principal": principal, **context})
+
+
+def _tags(text: str) -> dict[str, str]:
+    """`key=value` pairs separated by commas or new lines (SPEC §6)."""
+    tags: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in text.replace("\n", ",").split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise TransferError(ErrorCode.VALIDATION_ERROR, f"a tag is key=value, not {pair!r}")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+OrderIds = Annotated[list[str], Form(min_length=1, max_length=100)]
+
+
+@router.post("/actions/cancel", response_class=HTMLResponse)
+async def cancel(
+    request: Request, state: Annotated[AppState, Depends(get_state)], order_ids: OrderIds
+) -> Response:
+    principal = signed_in(request)
+    try:
+        if principal is None:
+            raise TransferError(ErrorCode.UNAUTHENTICATED)
+        items = await state.services.transfers.cancel(principal, order_ids=order_ids)
+    except TransferError as error:
+        return _results(request, principal, error=error.refusal, title="Cancel Transfer")
+    return _results(request, principal, items=items, title="Cancel Transfer")
+
+
+@router.post("/actions/reject", response_class=HTMLResponse)
+async def reject(
+    request: Request,
+    state: Annotated[AppState, Depends(get_state)],
+    order_ids: OrderIds,
+    reason: Annotated[str, Form(max_length=512)] = "",
+) -> Response:
+    principal = signed_in(request)
+    try:
+        if principal is None:
+            raise TransferError(ErrorCode.UNAUTHENTICATED)
+        items = await state.services.transfers.reject(
+            principal, order_ids=order_ids, reason=reason.strip() or None
+        )
+    except TransferError as error:
+        return _results(request, principal, error=error.refusal, title="Reject Transfer")
+    return _results(request, principal, items=items, title="Reject Transfer")
+
+
+@router.post("/actions/confirm", response_class=HTMLResponse)
+async def confirm(
+    request: Request,
+    state: Annotated[AppState, Depends(get_state)],
+    order_ids: OrderIds,
+    code: Annotated[str, Form(max_length=16)] = "",
+    agreement: Annotated[bool, Form()] = False,
+    resource_group: Annotated[str, Form(max_length=128)] = "",
+    tags: Annotated[str, Form(max_length=4096)] = "",
+) -> Response:
+    received_at = now()
+    principal = signed_in(request)
+    try:
+        if principal is None:
+            raise TransferError(ErrorCode.UNAUTHENTICATED)
+        parsed = _tags(tags)
+        try:
+            config = (
+                ReceivingConfig(resource_group=resource_group.strip() or None, tags=parsed)
+                if resource_group.strip() or parsed
+                else None
+            )
+        except ValidationError as invalid:
+            raise TransferError(ErrorCode.VALIDATION_ERROR, str(invalid.errors()[0]["msg"])) from None
+        items = await state.services.transfers.confirm(
+            principal,
+            order_ids=order_ids,
+            agreement_accepted=agreement,
+            code=code.strip(),
+            receiving_config=config,
+            received_at=received_at,
+        )
+    except TransferError as error:
+        return _results(request, principal, error=error.refusal, title="Confirm Transfer Receipt")
+    return _results(request, principal, items=items, title="Confirm Transfer Receipt")

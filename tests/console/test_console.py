@@ -22,7 +22,16 @@ from domain.models import Account, InstanceStatus, PrincipalKind
 from settings import Settings
 from starter.api.app import build_services, create_app
 from starter.client import TransferClient
-from tests.factory import ATTESTATION_KEY, SECRET_KEY, Factory, fresh_id, root, transfer_client
+from tests.factory import (
+    ATTESTATION_KEY,
+    SECRET_KEY,
+    Factory,
+    code,
+    fresh_id,
+    root,
+    transfer_client,
+    wrong_code,
+)
 from tests.stores import Stores
 from worker import build_worker
 
@@ -179,3 +188,107 @@ async def test_a_cross_site_form_post_is_refused(console: Console) -> None:
         assert "transfer_console" not in forged.cookies
         signed = await http.post("/console/session/end")
         assert signed.status_code == 403
+
+
+# --- decisions ------------------------------------------------------------------------------------------
+
+
+async def pending_orders(
+    console: Console, count: int = 1, **fields: object
+) -> tuple[Account, Account, list[str]]:
+    source, destination = await console.factory.account(), await console.factory.account()
+    order_ids = []
+    for _ in range(count):
+        resource = await console.factory.resource(source, **fields)
+        state = await console.transfers.initiate(
+            initiator=root(source), destination_account_id=destination.id, resource_id=resource.id
+        )
+        order_ids.append(state.order_id)
+    return source, destination, order_ids
+
+
+async def test_a_refused_confirm_then_an_accepted_one_with_a_receiving_configuration(
+    console: Console,
+) -> None:
+    _, destination, (order_id,) = await pending_orders(console, status=InstanceStatus.RUNNING)
+    page = await console.sign_in(await console.token(destination))
+    await page.get_by_role("tab", name="Transfers to Confirm").click()
+    await page.get_by_role("button", name=f"Confirm Transfer Receipt {order_id}").click()
+    dialog = page.get_by_role("dialog", name="Confirm Transfer Receipt")
+    await dialog.get_by_label("Resource group").fill("rg-web")
+    await dialog.get_by_label("Tags").fill("team=web, env=prod")
+    await dialog.get_by_label("I have read and agree to the Resource Transfer Agreement").check()
+    # A wrong code: the refusal in words, and the form keeps what was typed.
+    await dialog.get_by_role("button", name="Confirm Receipt").click()
+    await page.get_by_label("Verification code").fill(wrong_code(destination))
+    await page.get_by_role("button", name="Verify").click()
+    await expect(dialog.get_by_role("alert")).to_contain_text("VERIFICATION_FAILED")
+    await expect(dialog.get_by_label("Resource group")).to_have_value("rg-web")
+    # The right code, but the source has not stopped the instance: refused per order.
+    await dialog.get_by_role("button", name="Confirm Receipt").click()
+    await page.get_by_label("Verification code").fill(code(destination))
+    await page.get_by_role("button", name="Verify").click()
+    await expect(dialog.locator(f'[data-result="{order_id}"]')).to_contain_text("INSTANCE_NOT_STOPPED")
+    order = await console.store.get_order(order_id)
+    assert order is not None
+    await console.store.set_instance_status(order.resource_id, InstanceStatus.STOPPED)
+    await dialog.get_by_role("button", name="Confirm Receipt").click()
+    await page.get_by_label("Verification code").fill(code(destination, steps_ahead=1))
+    await page.get_by_role("button", name="Verify").click()
+    await expect(dialog.locator(f'[data-result="{order_id}"]')).to_contain_text("transferring")
+    await page.goto(f"{console.url}/console/transfers/{order_id}", wait_until="load")
+    await expect(page.get_by_test_id("order-status")).to_have_text("completed", timeout=15_000)
+    moved = await console.store.get_resource(order.resource_id)
+    assert (
+        moved is not None
+        and moved.resource_group == "rg-web"
+        and moved.tags == {"team": "web", "env": "prod"}
+    )
+
+
+async def test_reject_with_a_reason_that_the_details_then_show(console: Console) -> None:
+    _, destination, (order_id,) = await pending_orders(console)
+    page = await console.sign_in(await console.token(destination))
+    await page.get_by_role("tab", name="Transfers to Confirm").click()
+    await page.get_by_role("button", name=f"Reject Transfer {order_id}").click()
+    dialog = page.get_by_role("dialog", name="Reject Transfer")
+    await dialog.get_by_label("Reason").fill("not the instance we ordered")
+    await dialog.get_by_role("button", name="Reject", exact=True).click()
+    await expect(dialog.locator(f'[data-result="{order_id}"]')).to_contain_text("rejected")
+    await page.goto(f"{console.url}/console/transfers/{order_id}", wait_until="load")
+    await expect(page.get_by_role("main")).to_contain_text("not the instance we ordered")
+
+
+async def test_cancel_one_and_a_batch_with_mixed_results(console: Console) -> None:
+    source, destination, order_ids = await pending_orders(console, count=3)
+    page = await console.sign_in(await console.token(source))
+    await page.get_by_role("tab", name="My Resource Transfer Requests").click()
+    await page.get_by_role("button", name=f"Cancel Transfer {order_ids[0]}").click()
+    await expect(page.locator(f'#results [data-result="{order_ids[0]}"]')).to_contain_text("cancelled")
+    # A batch: one still pending, one the destination rejects meanwhile.
+    await console.transfers.reject(order_ids[2], root(destination))
+    for order_id in order_ids[1:]:
+        await page.get_by_label(f"Select {order_id}").check()
+    await page.get_by_role("button", name="Batch Cancel Transfer").click()
+    await expect(page.locator(f'#results [data-result="{order_ids[1]}"]')).to_contain_text("cancelled")
+    await expect(page.locator(f'#results [data-result="{order_ids[2]}"]')).to_contain_text(
+        "ORDER_NOT_PENDING"
+    )
+
+
+async def test_a_ram_user_sees_the_pages_but_every_action_is_refused(console: Console) -> None:
+    source, _, (order_id,) = await pending_orders(console)
+    token = fresh_id("tok")
+    await console.store.add_credential(
+        account_id=source.id,
+        token=token,
+        kind=PrincipalKind.RAM_USER,
+        name="ops",
+        ram_user_id=fresh_id("ram"),
+    )
+    page = await console.sign_in(token)
+    await page.get_by_role("tab", name="My Resource Transfer Requests").click()
+    await page.get_by_role("button", name=f"Cancel Transfer {order_id}").click()
+    await expect(page.locator("#results")).to_contain_text("RAM_USER_NOT_ALLOWED")
+    order = await console.store.get_order(order_id)
+    assert order is not None and order.status.value == "pending"

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from domain.clock import now
 from domain.codes import ErrorCode
-from domain.models import ID_PATTERN, Order, OrderStatus, Principal, ReceivingConfig, Refusal, Role
+from domain.models import ID_PATTERN, Id, Order, OrderStatus, Principal, ReceivingConfig, Refusal, Role
 from domain.refusals import TransferError
 from starter.api.deps import AppState, get_state
 
@@ -224,7 +224,7 @@ def _tags(text: str) -> dict[str, str]:
     return tags
 
 
-OrderIds = Annotated[list[str], Form(min_length=1, max_length=100)]
+OrderIds = Annotated[list[Id], Form(min_length=1, max_length=100)]
 
 
 @router.post("/actions/cancel", response_class=HTMLResponse)
@@ -295,3 +295,56 @@ async def confirm(
     except TransferError as error:
         return _results(request, principal, error=error.refusal, title="Confirm Transfer Receipt")
     return _results(request, principal, items=items, title="Confirm Transfer Receipt")
+
+
+ResourceIds = Annotated[list[Id], Form(min_length=1, max_length=100)]
+
+
+@router.post("/actions/validate", response_class=HTMLResponse)
+async def validate(
+    request: Request,
+    state: Annotated[AppState, Depends(get_state)],
+    resource_ids: ResourceIds,
+    destination_account_id: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    """The dry run, shown before Submit: every blocker and warning of each resource."""
+    principal = signed_in(request)
+    context: dict[str, Any] = {}
+    try:
+        if principal is None:
+            raise TransferError(ErrorCode.UNAUTHENTICATED)
+        if not destination_account_id.strip():
+            raise TransferError(ErrorCode.VALIDATION_ERROR, "Enter the destination account id")
+        context["results"] = await state.services.transfers.validate(
+            principal, destination_account_id=destination_account_id.strip(), resource_ids=resource_ids
+        )
+    except TransferError as error:
+        context["error"] = error.refusal
+    return templates.TemplateResponse(request, "dry_run.html", context)
+
+
+@router.post("/actions/initiate", response_class=HTMLResponse)
+async def initiate(
+    request: Request,
+    state: Annotated[AppState, Depends(get_state)],
+    resource_ids: ResourceIds,
+    destination_account_id: Annotated[str, Form(max_length=64)] = "",
+    code: Annotated[str, Form(max_length=16)] = "",
+    agreement: Annotated[bool, Form()] = False,
+) -> Response:
+    received_at = now()
+    principal = signed_in(request)
+    try:
+        if principal is None:
+            raise TransferError(ErrorCode.UNAUTHENTICATED)
+        items = await state.services.transfers.initiate(
+            principal,
+            destination_account_id=destination_account_id.strip(),
+            resource_ids=resource_ids,
+            agreement_accepted=agreement,
+            code=code.strip(),
+            received_at=received_at,
+        )
+    except TransferError as error:
+        return _results(request, principal, error=error.refusal, title="Initiate Transfer")
+    return _results(request, principal, items=items, title="Initiate Transfer")

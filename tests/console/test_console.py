@@ -292,3 +292,50 @@ async def test_a_ram_user_sees_the_pages_but_every_action_is_refused(console: Co
     await expect(page.locator("#results")).to_contain_text("RAM_USER_NOT_ALLOWED")
     order = await console.store.get_order(order_id)
     assert order is not None and order.status.value == "pending"
+
+
+# --- initiate -------------------------------------------------------------------------------------------
+
+
+async def test_initiate_one_and_a_batch_through_the_dry_run_and_the_verification_dialog(
+    console: Console,
+) -> None:
+    source, destination = await console.factory.account(), await console.factory.account()
+    single = await console.factory.resource(source)
+    running = await console.factory.resource(source, status=InstanceStatus.RUNNING)
+    other = await console.factory.resource(source)
+    page = await console.sign_in(await console.token(source))
+
+    await page.get_by_role("button", name=f"Initiate Transfer {single.id}").click()
+    dialog = page.get_by_role("dialog", name="Initiate Transfer")
+    await dialog.get_by_label("Transfer Recipient").fill(destination.id)
+    await expect(dialog.locator(f'[data-dry-run="{single.id}"]')).to_contain_text("ready")
+    await dialog.get_by_label("I have read and agree to the Resource Transfer Agreement").check()
+    # A wrong code: refused in words; the recipient typed stays.
+    await dialog.get_by_role("button", name="Submit").click()
+    await page.get_by_label("Verification code").fill(wrong_code(source))
+    await page.get_by_role("button", name="Verify").click()
+    await expect(dialog.get_by_role("alert")).to_contain_text("VERIFICATION_FAILED")
+    await expect(dialog.get_by_label("Transfer Recipient")).to_have_value(destination.id)
+    await dialog.get_by_role("button", name="Submit").click()
+    await page.get_by_label("Verification code").fill(code(source))
+    await page.get_by_role("button", name="Verify").click()
+    await expect(dialog.locator(f'[data-result="{single.id}"]')).to_contain_text("pending")
+    await dialog.get_by_role("button", name="Close").click()
+
+    # A batch: the dry run warns of the running VPC instance before anything is submitted.
+    await page.reload(wait_until="load")
+    for resource in (running, other):
+        await page.get_by_label(f"Select {resource.id}").check()
+    await page.get_by_role("button", name="Batch Initiate Transfer").click()
+    dialog = page.get_by_role("dialog", name="Initiate Transfer")
+    await dialog.get_by_label("Transfer Recipient").fill(destination.id)
+    await expect(dialog.locator(f'[data-dry-run="{running.id}"]')).to_contain_text("INSTANCE_NOT_STOPPED")
+    await dialog.get_by_label("I have read and agree to the Resource Transfer Agreement").check()
+    await dialog.get_by_role("button", name="Submit").click()
+    await page.get_by_label("Verification code").fill(code(source, steps_ahead=1))
+    await page.get_by_role("button", name="Verify").click()
+    for resource in (running, other):
+        await expect(dialog.locator(f'[data-result="{resource.id}"]')).to_contain_text("pending")
+    opened = await console.store.get_resource(other.id)
+    assert opened is not None and opened.locked_by_order_id is not None

@@ -9,13 +9,14 @@ document.addEventListener("htmx:configRequest", (event) => {
 document.addEventListener("click", (event) => {
   const opener = event.target.closest("[data-open]");
   if (opener) {
+    const dialog = document.getElementById(opener.dataset.open);
+    const field = dialog.dataset.field || "order_ids";
     const ids = opener.dataset.ids
       ? [opener.dataset.ids]
-      : [...document.querySelectorAll("input[type=checkbox][name=order_ids]:checked")].map((box) => box.value);
-    const dialog = document.getElementById(opener.dataset.open);
+      : [...document.querySelectorAll(`input[type=checkbox][name=${field}]:checked`)].map((box) => box.value);
     const box = dialog.querySelector("[data-ids]");
-    box.replaceChildren(...ids.map((id) => Object.assign(document.createElement("input"), { type: "hidden", name: "order_ids", value: id })));
-    dialog.querySelector("[data-count]").textContent = ids.length ? `Orders: ${ids.join(", ")}` : "Select at least one order.";
+    box.replaceChildren(...ids.map((id) => Object.assign(document.createElement("input"), { type: "hidden", name: field, value: id })));
+    dialog.querySelector("[data-count]").textContent = ids.length ? `For: ${ids.join(", ")}` : "Select at least one row first.";
     dialog.querySelector(".dialog-results").replaceChildren();
     dialog.showModal();
     return;

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
@@ -339,3 +340,28 @@ async def test_initiate_one_and_a_batch_through_the_dry_run_and_the_verification
         await expect(dialog.locator(f'[data-result="{resource.id}"]')).to_contain_text("pending")
     opened = await console.store.get_resource(other.id)
     assert opened is not None and opened.locked_by_order_id is not None
+
+
+# --- accessibility --------------------------------------------------------------------------------------
+
+
+async def test_no_serious_accessibility_violations_on_any_page(console: Console) -> None:
+    source, _, (order_id,) = await pending_orders(console)
+    await console.factory.resource(source, status=InstanceStatus.RUNNING)
+    axe = Axe()
+    page = await console.page()
+    await page.goto(f"{console.url}/console/login", wait_until="load")
+    pages = {"login": await axe.run(page)}
+    page = await console.sign_in(await console.token(source))
+    for path in ("resources", "requests", "to-confirm", "confirmed", "organization", f"transfers/{order_id}"):
+        await page.goto(f"{console.url}/console/{path}", wait_until="load")
+        pages[path] = await axe.run(page)
+    serious = {
+        path: [
+            (v["id"], v["impact"])
+            for v in result.response["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        for path, result in pages.items()
+    }
+    assert serious == {path: [] for path in pages}, {p: r.generate_report() for p, r in pages.items()}

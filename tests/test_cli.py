@@ -16,10 +16,10 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
-from domain.models import Account, OrderStatus, PrincipalKind, Role
+from domain.models import Account, InstanceStatus, OrderStatus, PrincipalKind, Role
 from domain.verification import STEP_SECONDS, code_at
 from starter.cli import app
-from starter.cli.commands import parse_window
+from starter.cli.commands import PARTIAL, parse_window
 from store.db import Database, create_engine, migrate, sqlite_url
 from tests.factory import ATTESTATION_KEY, SECRET_BOX, SECRET_KEY, Factory, fresh_id
 from tests.stores import Stores
@@ -364,3 +364,29 @@ def test_the_worker_and_the_api_refuse_to_start_without_a_secret_key(command: st
     assert result.exit_code == 2, result.output
     assert "TRANSFER_SECRET_KEY" in result.output
     assert_clean(result)
+
+
+def test_a_missing_token_says_how_to_pass_one(database: dict[str, str]) -> None:
+    result = invoke("list", env=database)
+    assert result.exit_code == 1, result.output
+    assert (
+        "UNAUTHENTICATED" in result.output
+        and "--token" in result.output
+        and "TRANSFER_TOKEN" in result.output
+    )
+    assert_clean(result)
+
+
+async def test_validate_and_resources_show_blockers_and_warnings(operator: Operator) -> None:
+    alice, bob = await operator.factory.account(), await operator.factory.account()
+    token = await operator.token(alice)
+    running = await operator.factory.resource(alice, status=InstanceStatus.RUNNING)
+    young = await operator.factory.resource(alice, created_at=datetime.now(UTC) - timedelta(days=1))
+    dry = await operator.run("validate", running.id, young.id, "--to", bob.id, token=token)
+    assert dry.exit_code == PARTIAL, dry.output  # one of them is blocked
+    assert "INSTANCE_NOT_STOPPED" in dry.output and "RESOURCE_TOO_NEW" in dry.output
+    listed = await operator.run("resources", token=token)
+    assert listed.exit_code == 0, listed.output
+    assert running.id in listed.output and "RESOURCE_TOO_NEW" in listed.output
+    empty = await operator.run("list", token=token)
+    assert "No transfer orders." in empty.output

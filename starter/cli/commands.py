@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError
 
 from domain.codes import ErrorCode
-from domain.models import ID_PATTERN, Order, OrderStatus, Principal, ReceivingConfig, Role
+from domain.models import ID_PATTERN, Order, OrderStatus, Principal, ReceivingConfig, Refusal, Role
 from domain.refusals import TransferError
 from domain.verification import STEP_SECONDS, code_at
 from logs import configure_logging
@@ -45,6 +45,7 @@ from settings import ConfirmWindow, MissingSecretKey, Settings, connect_temporal
 from starter.client import TransferClient
 from starter.services.provisioning import ProvisioningService
 from starter.services.repair import RepairService
+from starter.services.resources import ResourceService
 from starter.services.transfers import InitiateItem, OnItemAnswered, OrderItem, TransferService
 from store.accounts import AccountStore
 from store.db import Database, migrate
@@ -380,13 +381,22 @@ async def _operator(
     """The service and the caller's principal, checked in SPEC order: UNAUTHENTICATED, then `check`
     (VALIDATION_ERROR of the arguments), both before anything reaches Temporal."""
     settings = _settings()
-    async with _database(settings) as db:
-        principal = await ProvisioningService(db).principal_for_token(token) if token else None
-        if principal is None:
-            _fail(ErrorCode.UNAUTHENTICATED)
+    async with _signed_in(settings, token) as (db, principal):
         if check is not None:
             check()
         yield TransferService(await _transfer_client(settings, temporal=temporal), db), principal
+
+
+@asynccontextmanager
+async def _signed_in(settings: Settings, token: str | None) -> AsyncIterator[tuple[Database, Principal]]:
+    """The database and the principal of `token` (UNAUTHENTICATED, saying how to pass one, if none)."""
+    if not token:
+        _fail(ErrorCode.UNAUTHENTICATED, "No API token: pass --token TOKEN or set TRANSFER_TOKEN")
+    async with _database(settings) as db:
+        principal = await ProvisioningService(db).principal_for_token(token)
+        if principal is None:
+            _fail(ErrorCode.UNAUTHENTICATED)
+        yield db, principal
 
 
 async def _transfer_client(settings: Settings, *, temporal: bool = True) -> TransferClient:
@@ -716,9 +726,79 @@ def list_orders(
                 _short(order.created_at),
                 _short(order.expires_at),
             )
+        if not orders:
+            out().print("No transfer orders.")
+            return OK
         out().print(table)
         if next_cursor:
             out().print(f"next page: --cursor {next_cursor}", soft_wrap=True)
+        return OK
+
+    _run(work)
+
+
+def _refusals(refusals: Sequence[Refusal], style: str) -> str:
+    return "\n".join(f"[{style}]{r.code.value}[/{style}]: {escape(r.message)}" for r in refusals)
+
+
+@app.command()
+def validate(
+    resource_ids: Annotated[list[str], typer.Argument(help="Resources to check (1 to 100).")],
+    to: Annotated[str, typer.Option("--to", help="Destination account id.")],
+    token: TokenOption = None,
+) -> None:
+    """The dry run: every blocker and warning a transfer of each resource to --to would meet now."""
+
+    async def work() -> int:
+        def check() -> None:
+            _check_ids(resource_ids, "resource id")
+            _check_ids([to], "destination account id")
+
+        async with _operator(token, temporal=False, check=check) as (service, principal):
+            results = await service.validate(principal, destination_account_id=to, resource_ids=resource_ids)
+        table = Table(title=f"Dry run: transfers to {to}", title_justify="left")
+        for column in ("resource", "blockers", "warnings"):
+            table.add_column(column, no_wrap=column == "resource")
+        for result in results:
+            blockers = _refusals(result.blockers, "red") or "[green]none[/green]"
+            table.add_row(result.resource_id, blockers, _refusals(result.warnings, "yellow"))
+        out().print(table)
+        return PARTIAL if any(r.blockers for r in results) else OK
+
+    _run(work)
+
+
+@app.command()
+def resources(
+    transferable: Annotated[
+        bool | None, typer.Option("--transferable/--blocked", help="Only those without (with) blockers.")
+    ] = None,
+    token: TokenOption = None,
+) -> None:
+    """The caller's resources, each with its blockers and warnings."""
+
+    async def work() -> int:
+        settings = _settings()
+        async with _signed_in(settings, token) as (db, principal):
+            items, _ = await ResourceService(db).list(principal, transferable=transferable, limit=MAX_BATCH)
+        if not items:
+            out().print("No resources.")
+            return OK
+        table = Table(title=f"Resources of {principal.account_id}", title_justify="left")
+        for column in ("resource", "product", "billing", "state", "blockers", "warnings"):
+            table.add_column(column, no_wrap=column == "resource")
+        for item in items:
+            r = item.resource
+            state = r.status.value if r.status else (f"attached to {r.attached_to}" if r.attached_to else "-")
+            table.add_row(
+                r.id,
+                r.product.value,
+                r.billing.value,
+                state + (" (locked)" if r.locked_by_order_id else ""),
+                _refusals(item.blockers, "red") or "[green]none[/green]",
+                _refusals(item.warnings, "yellow"),
+            )
+        out().print(table)
         return OK
 
     _run(work)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from domain import rules
+from domain.clock import now
 from domain.codes import ErrorCode
 from domain.models import (
     Action,
@@ -235,10 +236,11 @@ class OrderTransactions:
 
     # -- hand-off and compensation: the order must be transferring ------------------------------
 
-    async def reassign_ownership(self, order_id: str, *, at: datetime) -> None:
+    async def reassign_ownership(self, order_id: str, *, at: datetime | None = None) -> None:
         """The resource passes from the source to the destination, and billing cuts over in the same
-        transaction (SPEC §4: at the moment the ownership change is committed; `at` is that moment, a
-        retry keeps the first). Its status is untouched: a VPC ECS instance stays stopped."""
+        transaction (SPEC §4: at the moment the ownership change is committed: by default the time read
+        once the resource's row is held by the change; a retry keeps the first). Its status is
+        untouched: a VPC ECS instance stays stopped."""
         await self._move(order_id, to_destination=True, at=at)
 
     async def restore_ownership(self, order_id: str) -> None:
@@ -298,8 +300,8 @@ class OrderTransactions:
                 to_account_id=to,
             ):
                 if to_destination:
-                    assert at is not None
-                    await orders.add_handoff(order, cut_over_at=at)
+                    # Read after the UPDATE holds the row: a charge that waited for it is earlier.
+                    await orders.add_handoff(order, cut_over_at=at or now())
                 return
             resource = await resources.get(order.resource_id)
             if resource is None or resource.owner_account_id != to:

@@ -28,7 +28,7 @@ from activities.models import (
     RecordRefusalInput,
 )
 from activities.order_transactions import OrderTransactions
-from domain.attestation import attestation_refusal
+from domain.attestation import attestation_refusal, too_late_refusal
 from domain.clock import now
 from domain.codes import ErrorCode
 from domain.models import Action, Event, OrderStatus, Outcome, Principal, StepName
@@ -67,6 +67,8 @@ class TransferActivities:
         if refused is not None:
             raise TransferError.of(refused)
         assert attested.attestation is not None
+        if (late := too_late_refusal(attested.attestation, now())) is not None:
+            raise TransferError.of(late)
         return attested.attestation.principal
 
     @asynccontextmanager
@@ -237,7 +239,7 @@ class TransferActivities:
                 match name:
                     case StepName.OWNERSHIP_REASSIGNMENT:
                         # The moment of the commit, not of the schedule: billing cuts over then.
-                        await self._orders.reassign_ownership(input.order_id, at=now())
+                        await self._orders.reassign_ownership(input.order_id)
                     case StepName.BILLING_HANDOFF:
                         await self._orders.hand_off_billing(input.order_id)
                     case StepName.RECEIVING_CONFIG:

@@ -24,6 +24,9 @@ from domain.models import Action, Frozen, Id, Principal, Refusal
 from domain.refusals import refusal
 
 LIFETIME = timedelta(minutes=5)
+# The service answers its caller within 10 s (SPEC §5), 503 if nothing was done by then, and gives the
+# code back: a message not acted on within this long after it was signed must not act later.
+ACT_WITHIN = timedelta(seconds=10)
 # The clocks of the API and the worker may differ a little; an attestation issued "in the future" by up to
 # this much is still accepted.
 CLOCK_SKEW = timedelta(seconds=30)
@@ -109,6 +112,16 @@ def attestation_refusal(
     if signed != expected:
         return _refused("the attestation is for another order, action or request")
     return None
+
+
+def too_late_refusal(attestation: Attestation, acted_at: datetime) -> Refusal | None:
+    """SERVICE_UNAVAILABLE when the worker gets to a message after its caller was answered "not now"."""
+    if acted_at - attestation.issued_at <= ACT_WITHIN:
+        return None
+    return refusal(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "The request reached a worker after its caller was answered: nothing was done; send it again",
+    )
 
 
 def _refused(why: str) -> Refusal:

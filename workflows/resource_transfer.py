@@ -86,13 +86,28 @@ class ResourceTransfer:
         self._failing: Refusal | None = None  # the failure being compensated
         self._unrecorded_refusals: dict[tuple[str | None, Action], int] = {}  # refusals seen per key
 
-    async def _execute(self, activity: Any, input: Any, *, summary: str) -> Any:
-        """Every activity with the same options: local activities, since each is a few millisecond
-        database transactions on the worker's own database (one marker event each in the history, and
-        no round trip through the task queue). An operator's cancel waits for the activity in hand to
-        finish (it cannot see the cancel), so the clean-up that follows acts on the database as it
-        really is; an activity that finished despite the cancel still ends the run."""
-        result = await workflow.execute_local_activity_method(
+    async def _execute(
+        self,
+        activity: Any,
+        input: Any,
+        *,
+        summary: str,
+        answers_a_message: bool = False,
+        in_handler: bool = False,
+    ) -> Any:
+        """Every activity with the same options. The hand-off's steps are local activities (a few
+        millisecond transactions on the worker's own database: one marker event each, no round trip
+        through the task queue). What answers a message (open, confirm, cancel, reject, a refusal) is a
+        regular activity, so that its result is in the history before the handler goes on: a signal
+        that arrives while local activities run cannot make the server refuse the workflow task that
+        holds an update's acceptance. An operator's cancel waits for the activity in hand to finish (it
+        cannot see the cancel), so the clean-up acts on the database as it is; an activity that finished
+        despite the cancel still ends the run (from the run's own path: a handler's exception would fail
+        the workflow task instead)."""
+        execute = (
+            workflow.execute_activity_method if answers_a_message else workflow.execute_local_activity_method
+        )
+        result = await execute(
             activity,
             input,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
@@ -100,7 +115,7 @@ class ResourceTransfer:
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=summary,
         )
-        if workflow.cancellation_reason() is not None and not self._cleaning_up:
+        if workflow.cancellation_reason() is not None and not self._cleaning_up and not in_handler:
             raise _OperatorCancelled
         return result
 
@@ -232,6 +247,7 @@ class ResourceTransfer:
                     expires_at=self._state.expires_at,
                 ),
                 summary="open order: rules, source verification, lock",
+                answers_a_message=True,
             )
         except ACTIVITY_FAILURES as error:
             self._refuse(from_activity(error))
@@ -331,6 +347,8 @@ class ResourceTransfer:
                         event_id=str(workflow.uuid4()),
                     ),
                     summary="confirm: attestation, rules, stopped state",
+                    answers_a_message=True,
+                    in_handler=True,
                 )
             except ACTIVITY_FAILURES as error:
                 # Refused for a verification or resource-state reason: the order stays pending.
@@ -370,6 +388,8 @@ class ResourceTransfer:
                 reason=reason,
             ),
             summary=f"record {status.value}",
+            answers_a_message=attested is not None,
+            in_handler=attested is not None,
         )
         self._update(
             status=status, decided_by=_claimed_account(attested) if attested else EXPIRY, reason=reason
@@ -479,6 +499,8 @@ class ResourceTransfer:
                 at=workflow.now(),
             ),
             summary=f"record refused {action}",
+            answers_a_message=True,
+            in_handler=True,
         )
 
     # --- state --------------------------------------------------------------------------------------

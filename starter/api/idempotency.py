@@ -8,6 +8,7 @@ import hashlib
 import re
 from collections.abc import Awaitable, Callable
 
+import structlog
 from fastapi import Request
 from fastapi.responses import Response
 
@@ -16,6 +17,9 @@ from domain.codes import ErrorCode
 from domain.models import Principal
 from domain.refusals import TransferError
 from starter.services.idempotency import IdempotencyService
+from store.db import OUTAGE_ERRORS
+
+log = structlog.get_logger(__name__)
 
 HEADER = "Idempotency-Key"
 VALID_KEY = re.compile(r"[\x20-\x7e]{1,200}")
@@ -46,9 +50,17 @@ async def idempotent(
     first = await service.begin(scope, key, fingerprint, at=now())
     if first is not None:
         return Response(first.body, status_code=first.status, media_type=first.content_type)
-    response = await call_next(request)
-    answer = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
+    try:
+        response = await call_next(request)
+        answer = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
+    except BaseException:
+        # No answer to keep (an error, a disconnect): the key is free again, so a retry acts.
+        await service.forget(scope, key)
+        raise
     content_type = response.headers.get("content-type")
-    await service.finish(scope, key, status=response.status_code, body=answer, content_type=content_type)
+    try:
+        await service.finish(scope, key, status=response.status_code, body=answer, content_type=content_type)
+    except OUTAGE_ERRORS:
+        log.error("the answer of a keyed request could not be kept", alert=True)
     headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
     return Response(answer, status_code=response.status_code, headers=headers)

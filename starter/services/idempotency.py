@@ -61,6 +61,11 @@ class IdempotencyService:
                 )
             await asyncio.sleep(POLL)
 
+    async def forget(self, scope: str, key: str) -> None:
+        """Frees the key of a request that got no answer to keep."""
+        async with self._db.write() as session:
+            await IdempotencyStore(session).release(scope, key)
+
     async def finish(
         self, scope: str, key: str, *, status: int, body: bytes, content_type: str | None
     ) -> None:

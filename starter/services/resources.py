@@ -19,6 +19,7 @@ Lock order on PostgreSQL: an ECS instance's row before an EIP's (attach).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -539,8 +540,11 @@ async def _refunded(
 
 
 def _key(action: ResourceAction, resource_id: str, request_key: str | None) -> str | None:
-    """The charge's idempotency key: one request key per action and resource."""
-    return None if request_key is None else f"{action}:{resource_id}:{request_key}"
+    """The charge's idempotency key: one request key per action and resource, as a digest that fits its
+    column whatever the key's length (up to 200 characters)."""
+    if request_key is None:
+        return None
+    return hashlib.sha256(f"{action}\x1f{resource_id}\x1f{request_key}".encode()).hexdigest()
 
 
 def _require(condition: bool, message: str) -> None:

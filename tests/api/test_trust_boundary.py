@@ -37,7 +37,6 @@ from tests.api.transfer_helpers import (
 from tests.factory import SECRET_BOX, SECRET_KEY, fresh_id, transfer_client
 from tests.store.builders import open_args
 from tests.stores import Stores
-from workflows.resource_transfer import ResourceTransfer
 
 MiB = 1024 * 1024
 
@@ -229,7 +228,7 @@ async def test_no_code_token_or_secret_reaches_a_workflow_history(
     assert confirmed.status_code == 200, confirmed.text
     await wait_for_status(api, source_token, order_id, {"completed"})
 
-    handle = dev_env.client.get_workflow_handle_for(ResourceTransfer.run, order_id)
+    handle = dev_env.client.get_workflow_handle(order_id)
     history = readable((await handle.fetch_history()).to_json())
     assert '"source_account_id":"' + source.id in history  # precondition: the payloads are decoded
     for secret in (

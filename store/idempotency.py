@@ -9,6 +9,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.queries import get, insert_once
+from store.secret_box import SECRET_BOX, SecretBox
 from store.tables import IdempotencyKeyRow
 
 
@@ -22,8 +23,12 @@ class KeyedRequest:
 
 
 class IdempotencyStore:
+    """First answers are kept sealed (store.secret_box): an account's provisioning answer holds its
+    token and TOTP secret."""
+
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self._box: SecretBox = session.info[SECRET_BOX]
 
     async def claim(self, scope: str, key: str, fingerprint: str, *, at: datetime) -> bool:
         """Records the key as taken by this request; False if it was taken before."""
@@ -34,7 +39,8 @@ class IdempotencyStore:
         row = await get(self._session, IdempotencyKeyRow, (scope, key))
         if row is None:
             return None
-        return KeyedRequest(row.fingerprint, row.created_at, row.status, row.body, row.content_type)
+        body = self._box.open_bytes(row.body) if row.body is not None else None
+        return KeyedRequest(row.fingerprint, row.created_at, row.status, body, row.content_type)
 
     async def answer(
         self, scope: str, key: str, *, status: int, body: bytes, content_type: str | None
@@ -42,7 +48,7 @@ class IdempotencyStore:
         await self._session.execute(
             update(IdempotencyKeyRow)
             .where(IdempotencyKeyRow.scope == scope, IdempotencyKeyRow.key == key)
-            .values(status=status, body=body, content_type=content_type)
+            .values(status=status, body=self._box.seal_bytes(body), content_type=content_type)
         )
 
     async def release(self, scope: str, key: str) -> None:

@@ -22,6 +22,12 @@ class SecretBox:
     def seal(self, secret: str) -> str:
         return SEALED_PREFIX + self._fernet.encrypt(secret.encode()).decode()
 
+    def seal_bytes(self, data: bytes) -> bytes:
+        return self._fernet.encrypt(data)
+
+    def open_bytes(self, sealed: bytes) -> bytes:
+        return self._fernet.decrypt(sealed)
+
     def open(self, sealed: str) -> str:
         if not is_sealed(sealed):
             raise ValueError("a secret at rest that is not sealed: run `transfer migrate` with its key")

@@ -84,7 +84,7 @@ class ResourceTransfer:
         self._ownership_moved = False
         self._cleaning_up = False  # after an operator's cancel: the activities run to the end
         self._failing: Refusal | None = None  # the failure being compensated
-        self._unrecorded_refusals: dict[tuple[str | None, Action], int] = {}  # refusals seen per key
+        self._unrecorded_refusals: dict[Action, int] = {}  # refusals seen per action
 
     async def _execute(
         self,
@@ -480,7 +480,9 @@ class ResourceTransfer:
         if self._state.status is None:
             workflow.logger.info("%s refused before the order opened: %s", action, failure.code)
             return
-        key = (_claimed_account(attested), action)
+        # Keyed by the action alone: the claimed actor is not checked yet, so a flood that changes it
+        # (forged) must not escape the count.
+        key = action
         self._unrecorded_refusals[key] = seen = self._unrecorded_refusals.get(key, 0) + 1
         if seen > RECORDED_REFUSALS:
             # A flood cannot grow the history without bound: counted, not recorded one by one.

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import select
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -23,6 +24,7 @@ from domain.models import InstanceStatus
 from settings import Settings
 from starter.api.app import build_services, create_app
 from store.db import Database
+from store.tables import IdempotencyKeyRow
 from tests.api.conftest import Api
 from tests.api.transfer_helpers import (
     assert_error,
@@ -354,6 +356,12 @@ async def test_a_keyed_repeat_answers_the_first_answer_without_acting_again(api:
     assert {(r.status_code, r.content) for r in concurrent} == {(first.status_code, first.content)}
     listed = (await api.call("GET", "/v1/transfers?role=source", token)).json()["items"]
     assert [o["order_id"] for o in listed] == [first.json()["results"][0]["order_id"]]
+    # Kept sealed: a copy of the database does not hold the answers (an account's token, say).
+    async with api.store.engine.connect() as connection:
+        stored = (
+            await connection.execute(select(IdempotencyKeyRow.body).where(IdempotencyKeyRow.key == "k-1"))
+        ).all()
+    assert stored and all(first.json()["results"][0]["order_id"].encode() not in row.body for row in stored)
     # Kept in the database: a new API process over it answers the same.
     async with app_without_temporal(api.store) as restarted:
         replay = await restarted.post(

@@ -159,7 +159,8 @@ async def orders_tab(
     if tab not in ORDER_TABS:
         raise TransferError(ErrorCode.NOT_FOUND)
     role, statuses = ORDER_TABS[tab]
-    only = status if status is None or statuses is None or status in statuses else None
+    # The status asked for when the tab shows it; a tab of one status always asks for that one.
+    only = status if statuses is None or status in statuses else None
     if statuses is not None and len(statuses) == 1:
         (only,) = statuses
     orders, next_cursor = await state.services.transfers.list(

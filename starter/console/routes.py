@@ -9,6 +9,7 @@ something posts under /console/session or /console/actions/, where the CSRF midd
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -23,6 +24,7 @@ from domain.codes import ErrorCode
 from domain.models import ID_PATTERN, Id, Order, OrderStatus, Principal, ReceivingConfig, Refusal, Role
 from domain.refusals import TransferError
 from starter.api.deps import AppState, get_state
+from starter.services.transfers import InitiateItem, OrderItem
 
 HERE = FilePath(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -228,18 +230,29 @@ def _tags(text: str) -> dict[str, str]:
 OrderIds = Annotated[list[Id], Form(min_length=1, max_length=100)]
 
 
-@router.post("/actions/cancel", response_class=HTMLResponse)
-async def cancel(
-    request: Request, state: Annotated[AppState, Depends(get_state)], order_ids: OrderIds
-) -> Response:
+async def _act(
+    request: Request, title: str, act: Callable[[Principal], Awaitable[Sequence[InitiateItem | OrderItem]]]
+) -> HTMLResponse:
+    """One console action: the signed-in principal acts; the per-item results, or the refusal in words."""
     principal = signed_in(request)
     try:
         if principal is None:
             raise TransferError(ErrorCode.UNAUTHENTICATED)
-        items = await state.services.transfers.cancel(principal, order_ids=order_ids)
+        items = await act(principal)
     except TransferError as error:
-        return _results(request, principal, error=error.refusal, title="Cancel Transfer")
-    return _results(request, principal, items=items, title="Cancel Transfer")
+        return _results(request, principal, error=error.refusal, title=title)
+    return _results(request, principal, items=items, title=title)
+
+
+@router.post("/actions/cancel", response_class=HTMLResponse)
+async def cancel(
+    request: Request, state: Annotated[AppState, Depends(get_state)], order_ids: OrderIds
+) -> Response:
+    return await _act(
+        request,
+        "Cancel Transfer",
+        lambda principal: state.services.transfers.cancel(principal, order_ids=order_ids),
+    )
 
 
 @router.post("/actions/reject", response_class=HTMLResponse)
@@ -249,16 +262,13 @@ async def reject(
     order_ids: OrderIds,
     reason: Annotated[str, Form(max_length=512)] = "",
 ) -> Response:
-    principal = signed_in(request)
-    try:
-        if principal is None:
-            raise TransferError(ErrorCode.UNAUTHENTICATED)
-        items = await state.services.transfers.reject(
+    return await _act(
+        request,
+        "Reject Transfer",
+        lambda principal: state.services.transfers.reject(
             principal, order_ids=order_ids, reason=reason.strip() or None
-        )
-    except TransferError as error:
-        return _results(request, principal, error=error.refusal, title="Reject Transfer")
-    return _results(request, principal, items=items, title="Reject Transfer")
+        ),
+    )
 
 
 @router.post("/actions/confirm", response_class=HTMLResponse)
@@ -272,10 +282,8 @@ async def confirm(
     tags: Annotated[str, Form(max_length=4096)] = "",
 ) -> Response:
     received_at = now()
-    principal = signed_in(request)
-    try:
-        if principal is None:
-            raise TransferError(ErrorCode.UNAUTHENTICATED)
+
+    async def act(principal: Principal) -> Sequence[OrderItem]:
         parsed = _tags(tags)
         try:
             config = (
@@ -285,7 +293,7 @@ async def confirm(
             )
         except ValidationError as invalid:
             raise TransferError(ErrorCode.VALIDATION_ERROR, str(invalid.errors()[0]["msg"])) from None
-        items = await state.services.transfers.confirm(
+        return await state.services.transfers.confirm(
             principal,
             order_ids=order_ids,
             agreement_accepted=agreement,
@@ -293,9 +301,8 @@ async def confirm(
             receiving_config=config,
             received_at=received_at,
         )
-    except TransferError as error:
-        return _results(request, principal, error=error.refusal, title="Confirm Transfer Receipt")
-    return _results(request, principal, items=items, title="Confirm Transfer Receipt")
+
+    return await _act(request, "Confirm Transfer Receipt", act)
 
 
 ResourceIds = Annotated[list[Id], Form(min_length=1, max_length=100)]
@@ -334,18 +341,15 @@ async def initiate(
     agreement: Annotated[bool, Form()] = False,
 ) -> Response:
     received_at = now()
-    principal = signed_in(request)
-    try:
-        if principal is None:
-            raise TransferError(ErrorCode.UNAUTHENTICATED)
-        items = await state.services.transfers.initiate(
+    return await _act(
+        request,
+        "Initiate Transfer",
+        lambda principal: state.services.transfers.initiate(
             principal,
             destination_account_id=destination_account_id.strip(),
             resource_ids=resource_ids,
             agreement_accepted=agreement,
             code=code.strip(),
             received_at=received_at,
-        )
-    except TransferError as error:
-        return _results(request, principal, error=error.refusal, title="Initiate Transfer")
-    return _results(request, principal, items=items, title="Initiate Transfer")
+        ),
+    )

@@ -390,3 +390,34 @@ async def test_validate_and_resources_show_blockers_and_warnings(operator: Opera
     assert running.id in listed.output and "RESOURCE_TOO_NEW" in listed.output
     empty = await operator.run("list", token=token)
     assert "No transfer orders." in empty.output
+
+
+def test_repair_needs_an_order_id_or_all(database: dict[str, str]) -> None:
+    result = invoke("repair", env=database)
+    assert result.exit_code == 1, result.output
+    assert "VALIDATION_ERROR" in result.output and "--all" in result.output
+    assert_clean(result)
+
+
+async def test_repair_all_prints_what_it_changed(operator: Operator) -> None:
+    alice, bob = await operator.factory.account(), await operator.factory.account()
+    resource = await operator.factory.resource(alice)
+    # An open order whose run never existed (a lost start): repair cancels it and releases the lock.
+    await operator.store.open_order(
+        order_id="to-lost",
+        resource_id=resource.id,
+        source_account_id=alice.id,
+        destination_account_id=bob.id,
+        agreement_version="2026-11",
+        created_at=datetime.now(UTC),
+        expires_at=datetime.now(UTC) + timedelta(days=1),
+        actor_account_id=alice.id,
+    )
+    result = await asyncio.to_thread(invoke, "repair", "--all", env=operator.env)
+    assert result.exit_code == 0, result.output
+    assert "to-lost" in result.output and "cancelled" in result.output
+    assert "1 of 1 order(s) changed" in result.output
+    again = await asyncio.to_thread(invoke, "repair", "to-lost", env=operator.env)
+    assert "0 of 1 order(s) changed" in again.output
+    released = await operator.store.get_resource(resource.id)
+    assert released is not None and released.locked_by_order_id is None

@@ -828,7 +828,13 @@ def repair(
                 table.add_column(column, no_wrap=column != "what")
             changed = 0
             for one in order_ids:
-                done = await service.repair(one)
+                try:
+                    done = await service.repair(one)
+                except (TransferError, RPCError) as error:
+                    # One order that cannot be repaired now (Temporal unreachable, no worker to answer
+                    # a closed run's query) does not stop the others.
+                    table.add_row(one, "?", "?", f"[red]not now[/red]: {escape(str(error))}")
+                    continue
                 changed += done.changed
                 before = done.before.value if done.before else "-"
                 after = done.after.value if done.after else "-"

@@ -21,7 +21,7 @@ from domain.clock import now
 from domain.codes import ErrorCode
 from domain.models import Order, OrderStatus, Refusal
 from domain.refusals import refusal
-from starter.client import TransferClient
+from starter.client import RPC_TIMEOUT, TransferClient
 from store.db import Database
 from store.orders import OrderStore
 from workflows.messages import OrderState
@@ -81,7 +81,7 @@ class RepairService:
         from Temporal, terminated, timed out: it stopped wherever it was)."""
         handle = self._transfers.handle(order_id)
         try:
-            described = await handle.describe()
+            described = await handle.describe(rpc_timeout=RPC_TIMEOUT)
         except RPCError as error:
             if error.status is RPCStatusCode.NOT_FOUND:
                 return True

@@ -9,6 +9,7 @@ Refusals raise domain.refusals.TransferError.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from domain import rules
@@ -22,7 +23,6 @@ from domain.models import (
     Outcome,
     ReceivingConfig,
     Refusal,
-    StepName,
 )
 from domain.refusals import TransferError, refusal
 from store.accounts import AccountStore
@@ -30,7 +30,23 @@ from store.db import Database
 from store.orders import OrderStore
 from store.resources import ResourceStore
 
+
 # The status each decision gives a pending order, and the action its event records.
+class StepName(StrEnum):
+    """The steps of an order's detailed procedure, in the order they run: named where they are
+    recorded, so a new step is its call in the workflow, its activity and its transaction here."""
+
+    SOURCE_VERIFICATION = "source_verification"
+    OPEN_ORDER = "open_order"
+    DESTINATION_VERIFICATION = "destination_verification"
+    CONFIRMATION_CHECK = "confirmation_check"
+    OWNERSHIP_REASSIGNMENT = "ownership_reassignment"
+    BILLING_HANDOFF = "billing_handoff"
+    RECEIVING_CONFIG = "receiving_config"
+    BILLING_RESTORE = "billing_restore"
+    OWNERSHIP_RESTORE = "ownership_restore"
+
+
 DECISIONS = {
     OrderStatus.TRANSFERRING: Action.CONFIRM,
     OrderStatus.CANCELLED: Action.CANCEL,

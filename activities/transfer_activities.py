@@ -27,11 +27,11 @@ from activities.models import (
     OrderStepInput,
     RecordRefusalInput,
 )
-from activities.order_transactions import OrderTransactions
+from activities.order_transactions import OrderTransactions, StepName
 from domain.attestation import attestation_refusal, too_late_refusal
 from domain.clock import now
 from domain.codes import ErrorCode
-from domain.models import Action, Event, OrderStatus, Outcome, Principal, StepName
+from domain.models import Action, Event, OrderStatus, Outcome, Principal
 from domain.refusals import TransferError
 from workflows.messages import ConfirmRequest
 from workflows.refusals import application_error

@@ -108,20 +108,6 @@ class ChargeKind(StrEnum):
     REFUND = "refund"
 
 
-class StepName(StrEnum):
-    """The steps of an order's detailed procedure, in the order they run."""
-
-    SOURCE_VERIFICATION = "source_verification"
-    OPEN_ORDER = "open_order"
-    DESTINATION_VERIFICATION = "destination_verification"
-    CONFIRMATION_CHECK = "confirmation_check"
-    OWNERSHIP_REASSIGNMENT = "ownership_reassignment"
-    BILLING_HANDOFF = "billing_handoff"
-    RECEIVING_CONFIG = "receiving_config"
-    BILLING_RESTORE = "billing_restore"
-    OWNERSHIP_RESTORE = "ownership_restore"
-
-
 class StepStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -203,7 +189,7 @@ class Refusal(Frozen):
 
 
 class Step(Frozen):
-    name: StepName
+    name: str  # activities.order_transactions.StepName
     status: StepStatus
     started_at: datetime
     finished_at: datetime | None = None

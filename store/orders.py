@@ -20,7 +20,6 @@ from domain.models import (
     Refusal,
     Role,
     Step,
-    StepName,
     StepStatus,
 )
 from store import convert
@@ -151,16 +150,14 @@ class OrderStore:
             self._session, OrderEventRow, {"event_id": event_id, "order_id": order_id, **event.model_dump()}
         )
 
-    async def start_step(self, order_id: str, name: StepName, *, at: datetime, attempt: int) -> None:
+    async def start_step(self, order_id: str, name: str, *, at: datetime, attempt: int) -> None:
         """The step is running its `attempt`; started_at stays the first start's, and a step that already
         succeeded stays as it is."""
         running = {"status": StepStatus.RUNNING, "attempts": attempt, "finished_at": None}
         running |= {"error_code": None, "error_message": None}
         await self._write_step(order_id, name, at=at, values=running, unless=StepStatus.SUCCEEDED)
 
-    async def finish_step(
-        self, order_id: str, name: StepName, *, at: datetime, error: Refusal | None
-    ) -> None:
+    async def finish_step(self, order_id: str, name: str, *, at: datetime, error: Refusal | None) -> None:
         """The running step succeeded, or failed with `error`; a step that is not running stays as it is.
         A step never started is recorded as one attempt that took no time."""
         ended = {
@@ -176,7 +173,7 @@ class OrderStore:
     async def _write_step(
         self,
         order_id: str,
-        name: StepName,
+        name: str,
         *,
         at: datetime,
         values: dict[str, Any],

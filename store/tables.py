@@ -38,7 +38,6 @@ from domain.models import (
     Outcome,
     PrincipalKind,
     Product,
-    StepName,
     StepStatus,
 )
 from domain.verification import SecurityEventKind
@@ -166,7 +165,7 @@ class OrderStepRow(Base):
     __tablename__ = "order_steps"
 
     order_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
-    name: Mapped[StepName] = mapped_column(enum_of(StepName, 64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[StepStatus] = mapped_column(enum_of(StepStatus, 16))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

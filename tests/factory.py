@@ -57,7 +57,7 @@ class Factory:
             "mfa_secret": new_secret(),
             **fields,
         }
-        return await self.store.create_account(Account(**values), created_at=datetime.now(UTC))
+        return await self.store.provisioning.create_account(Account(**values), created_at=datetime.now(UTC))
 
     async def resource(self, owner: Account, **fields: Any) -> Resource:
         """A transferable stopped VPC ECS subscription instance, 30 days old, a year left."""
@@ -75,7 +75,7 @@ class Factory:
             "status": InstanceStatus.STOPPED,
             **fields,
         }
-        return await self.store.create_resource(Resource(**values), at=now)
+        return await self.store.provisioning.create_resource(Resource(**values), at=now)
 
 
 def root(account: Account) -> Principal:
@@ -121,9 +121,9 @@ def freezing_destination_activities(store: Stores) -> list[Callable[..., Any]]:
     @activity.defn(name="reassign_ownership")
     async def reassign_then_freeze(input: OrderStepInput) -> None:
         await real.reassign_ownership(input)
-        order = await store.get_order(input.order_id)
+        order = await store.orders.get_order(input.order_id)
         assert order is not None
-        await store.update_account(order.destination_account_id, frozen=True)
+        await store.provisioning.update_account(order.destination_account_id, frozen=True)
 
     others = [a for a in real.all() if getattr(a, "__name__", "") != "reassign_ownership"]
     return [*others, reassign_then_freeze]

@@ -1,7 +1,7 @@
 """What the engine's tests drive on one database: the production transactions and services, and the
 reads they assert with.
 
-`Stores` answers an attribute from OrderTransactions, then ProvisioningService (the writes under test),
+`Stores` holds the writes under test (`.orders`: OrderTransactions, `.provisioning`: ProvisioningService)
 and adds the reads and the two calls (instance status, a keyed charge) that tests arrange state with.
 """
 
@@ -53,12 +53,6 @@ class Stores:
         self.provisioning = ProvisioningService(self.db)
         self.resources = ResourceService(self.db)
         self.verification = VerificationService(self.db)
-
-    def __getattr__(self, name: str) -> Any:
-        for owner in (self.orders, self.provisioning):
-            if hasattr(owner, name):
-                return getattr(owner, name)
-        raise AttributeError(name)
 
     @property
     def engine(self) -> Any:

@@ -221,7 +221,9 @@ class Operator:
 
     async def token(self, account: Account) -> str:
         token = token_urlsafe(24)
-        await self.store.add_credential(account_id=account.id, token=token, kind=PrincipalKind.ROOT)
+        await self.store.provisioning.add_credential(
+            account_id=account.id, token=token, kind=PrincipalKind.ROOT
+        )
         return token
 
     async def run(self, *args: str, token: str) -> Result:
@@ -230,7 +232,7 @@ class Operator:
 
     async def until(self, order_id: str, status: OrderStatus) -> None:
         for _ in range(200):
-            order = await self.store.get_order(order_id)
+            order = await self.store.orders.get_order(order_id)
             if order is not None and order.status is status:
                 return
             await asyncio.sleep(0.1)
@@ -354,7 +356,7 @@ async def test_reject_and_cancel_batches(operator: Operator) -> None:
     assert cancelled.exit_code == 2, cancelled.output  # ids[1] is rejected already
     assert "ORDER_NOT_PENDING" in cancelled.output
     for order_id, status in zip(ids, ("rejected", "rejected", "cancelled"), strict=True):
-        order = await operator.store.get_order(order_id)
+        order = await operator.store.orders.get_order(order_id)
         assert order is not None and order.status.value == status
 
 
@@ -403,7 +405,7 @@ async def test_repair_all_prints_what_it_changed(operator: Operator) -> None:
     alice, bob = await operator.factory.account(), await operator.factory.account()
     resource = await operator.factory.resource(alice)
     # An open order whose run never existed (a lost start): repair cancels it and releases the lock.
-    await operator.store.open_order(
+    await operator.store.orders.open_order(
         order_id="to-lost",
         resource_id=resource.id,
         source_account_id=alice.id,

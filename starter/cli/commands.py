@@ -643,7 +643,7 @@ def print_order(order: Order) -> None:
         steps.add_column(column, no_wrap=column != "error")
     for step in order.steps:
         steps.add_row(
-            step.name.value,
+            step.name,
             step.status.value,
             _short(step.started_at),
             _short(step.finished_at),

@@ -34,12 +34,14 @@ class Api:
     async def token(self, account: Account) -> str:
         """A root token for `account`."""
         token = token_urlsafe(24)
-        await self.store.add_credential(account_id=account.id, token=token, kind=PrincipalKind.ROOT)
+        await self.store.provisioning.add_credential(
+            account_id=account.id, token=token, kind=PrincipalKind.ROOT
+        )
         return token
 
     async def ram_token(self, account: Account) -> str:
         token = token_urlsafe(24)
-        await self.store.add_credential(
+        await self.store.provisioning.add_credential(
             account_id=account.id,
             token=token,
             kind=PrincipalKind.RAM_USER,

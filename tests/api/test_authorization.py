@@ -218,7 +218,7 @@ async def test_the_management_account_may_read_members_orders_and_do_nothing(
 ) -> None:
     management = await api.factory.account()
     ma_token = await api.token(management)
-    await api.store.create_organization(fresh_id("org"), management.id, [pending.source.id])
+    await api.store.provisioning.create_organization(fresh_id("org"), management.id, [pending.source.id])
     order = pending.order_id
 
     read = await get_order(api, ma_token, order)
@@ -285,7 +285,7 @@ async def test_a_ram_user_of_the_management_account_has_no_organization_view(
 ) -> None:
     """SPEC: the MA *root* may view members' resources and orders; its RAM users are strangers there."""
     management = await api.factory.account()
-    await api.store.create_organization(fresh_id("org"), management.id, [pending.source.id])
+    await api.store.provisioning.create_organization(fresh_id("org"), management.id, [pending.source.id])
     ram_token = await api.ram_token(management)
     member_resource = await api.factory.resource(pending.source)
 

@@ -344,7 +344,7 @@ async def test_upgrade_and_downgrade_charge_and_refund_in_money_strings(api: Api
 async def test_the_management_account_reads_members_resources_but_cannot_act(api: Api) -> None:
     member, member_token = await owner(api)
     management, management_token = await owner(api)
-    await api.store.create_organization(fresh_id("org"), management.id, [member.id])
+    await api.store.provisioning.create_organization(fresh_id("org"), management.id, [member.id])
     rid = (await provision(api, member))["id"]
 
     assert (await ok(await api.call("GET", f"/v1/resources/{rid}", management_token)))["owner"] == member.id

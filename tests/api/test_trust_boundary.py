@@ -116,7 +116,7 @@ async def test_a_frozen_destination_s_code_is_used_up_and_each_order_refused(api
     first, second = await api.factory.resource(source), await api.factory.resource(source)
     source_token, destination_token = await api.token(source), await api.token(destination)
     orders = [await open_order(api, source, destination, r.id, source_token) for r in (first, second)]
-    await api.store.update_account(destination.id, frozen=True)
+    await api.store.provisioning.update_account(destination.id, frozen=True)
 
     wrong = await api.call(
         "POST",
@@ -427,7 +427,7 @@ async def test_an_order_the_database_has_but_its_run_not_yet_answers_not_now(api
     source, destination = await api.factory.account(), await api.factory.account()
     resource = await api.factory.resource(source)
     order_id = fresh_id("to")
-    await api.store.open_order(
+    await api.store.orders.open_order(
         **open_args(order_id, resource.id, source.id, destination.id, at=datetime.now(UTC))
     )
     cancel = await api.call("POST", f"/v1/transfers/{order_id}/cancel", await api.token(source))

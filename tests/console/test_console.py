@@ -52,7 +52,9 @@ class Console:
 
     async def token(self, account: Account) -> str:
         token = fresh_id("tok")
-        await self.store.add_credential(account_id=account.id, token=token, kind=PrincipalKind.ROOT)
+        await self.store.provisioning.add_credential(
+            account_id=account.id, token=token, kind=PrincipalKind.ROOT
+        )
         return token
 
     async def page(self, width: int = 1280, height: int = 800) -> Page:
@@ -166,7 +168,7 @@ async def test_the_organization_view_shows_members_and_no_control_that_changes_a
     console: Console,
 ) -> None:
     holding, member = await console.factory.account(), await console.factory.account()
-    await console.store.create_organization(fresh_id("org"), holding.id, [member.id])
+    await console.store.provisioning.create_organization(fresh_id("org"), holding.id, [member.id])
     owned = await console.factory.resource(member)
     page = await console.sign_in(await console.token(holding))
     await page.get_by_role("link", name="Organization").click()
@@ -230,7 +232,7 @@ async def test_a_refused_confirm_then_an_accepted_one_with_a_receiving_configura
     await page.get_by_label("Verification code").fill(code(destination))
     await page.get_by_role("button", name="Verify").click()
     await expect(dialog.locator(f'[data-result="{order_id}"]')).to_contain_text("INSTANCE_NOT_STOPPED")
-    order = await console.store.get_order(order_id)
+    order = await console.store.orders.get_order(order_id)
     assert order is not None
     await console.store.set_instance_status(order.resource_id, InstanceStatus.STOPPED)
     await dialog.get_by_role("button", name="Confirm Receipt").click()
@@ -280,7 +282,7 @@ async def test_cancel_one_and_a_batch_with_mixed_results(console: Console) -> No
 async def test_a_ram_user_sees_the_pages_but_every_action_is_refused(console: Console) -> None:
     source, _, (order_id,) = await pending_orders(console)
     token = fresh_id("tok")
-    await console.store.add_credential(
+    await console.store.provisioning.add_credential(
         account_id=source.id,
         token=token,
         kind=PrincipalKind.RAM_USER,
@@ -291,7 +293,7 @@ async def test_a_ram_user_sees_the_pages_but_every_action_is_refused(console: Co
     await page.get_by_role("tab", name="My Resource Transfer Requests").click()
     await page.get_by_role("button", name=f"Cancel Transfer {order_id}").click()
     await expect(page.locator("#results")).to_contain_text("RAM_USER_NOT_ALLOWED")
-    order = await console.store.get_order(order_id)
+    order = await console.store.orders.get_order(order_id)
     assert order is not None and order.status.value == "pending"
 
 

@@ -72,12 +72,12 @@ def resource(resource_id: str, owner: str, **fields: Any) -> Resource:
 
 async def add_accounts(store: Stores, *accounts: Account) -> None:
     for item in accounts:
-        await store.create_account(item, created_at=NOW)
+        await store.provisioning.create_account(item, created_at=NOW)
 
 
 async def add_resources(store: Stores, *resources: Resource) -> None:
     for item in resources:
-        await store.create_resource(item, at=NOW)
+        await store.provisioning.create_resource(item, at=NOW)
 
 
 def open_args(
@@ -103,7 +103,7 @@ async def pending_order(
         if await store.get_account(account_id) is None:
             await add_accounts(store, account(account_id))
     await add_resources(store, resource(f"r-{order_id}", source))
-    return await store.open_order(**open_args(order_id, f"r-{order_id}", source, destination))
+    return await store.orders.open_order(**open_args(order_id, f"r-{order_id}", source, destination))
 
 
 async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:

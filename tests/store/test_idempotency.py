@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from activities.order_transactions import StepName
 from domain.codes import ErrorCode
 from domain.models import (
     Action,
@@ -22,7 +23,6 @@ from domain.models import (
     PrincipalKind,
     ReceivingConfig,
     Refusal,
-    StepName,
 )
 from tests.store.builders import NOW, account, open_args, resource, twice
 from tests.stores import Stores
@@ -31,19 +31,23 @@ from tests.stores import Stores
 async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: AsyncEngine) -> None:
     later = NOW + timedelta(minutes=1)
     for account_id in ("src", "dst", "ma"):
-        await twice(engine, lambda a=account_id: store.create_account(account(a), created_at=NOW))  # type: ignore[misc]
-    await twice(engine, lambda: store.update_account("dst", entity_name="Entity dst Ltd."))
+        await twice(
+            engine,
+            lambda a=account_id: store.provisioning.create_account(account(a), created_at=NOW),  # type: ignore[misc]
+        )
+    await twice(engine, lambda: store.provisioning.update_account("dst", entity_name="Entity dst Ltd."))
     await twice(
-        engine, lambda: store.add_credential(account_id="src", token="t-src", kind=PrincipalKind.ROOT)
+        engine,
+        lambda: store.provisioning.add_credential(account_id="src", token="t-src", kind=PrincipalKind.ROOT),
     )
     await twice(
         engine,
-        lambda: store.add_credential(
+        lambda: store.provisioning.add_credential(
             account_id="src", token="t-ram", kind=PrincipalKind.RAM_USER, name="ops", ram_user_id="ops"
         ),
     )
-    await twice(engine, lambda: store.create_organization("org", "ma", ["src"]))
-    await twice(engine, lambda: store.create_resource(resource("r-1", "src"), at=NOW))
+    await twice(engine, lambda: store.provisioning.create_organization("org", "ma", ["src"]))
+    await twice(engine, lambda: store.provisioning.create_resource(resource("r-1", "src"), at=NOW))
     await twice(
         engine,
         lambda: store.add_charge(
@@ -58,9 +62,9 @@ async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: 
         ),
     )
     await twice(engine, lambda: store.set_instance_status("r-1", InstanceStatus.STOPPED))
-    await twice(engine, lambda: store.open_order(**open_args("o-1", "r-1", "src", "dst")))
-    await twice(engine, lambda: store.start_step("o-1", StepName.OPEN_ORDER, at=NOW, attempt=1))
-    await twice(engine, lambda: store.finish_step("o-1", StepName.OPEN_ORDER, at=later))
+    await twice(engine, lambda: store.orders.open_order(**open_args("o-1", "r-1", "src", "dst")))
+    await twice(engine, lambda: store.orders.start_step("o-1", StepName.OPEN_ORDER, at=NOW, attempt=1))
+    await twice(engine, lambda: store.orders.finish_step("o-1", StepName.OPEN_ORDER, at=later))
     refused = Event(
         at=later,
         actor_account_id="dst",
@@ -68,10 +72,12 @@ async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: 
         outcome=Outcome.REFUSED,
         code="VERIFICATION_FAILED",
     )
-    await twice(engine, lambda: store.record_event(event_id="o-1:refused-1", order_id="o-1", event=refused))
+    await twice(
+        engine, lambda: store.orders.record_event(event_id="o-1:refused-1", order_id="o-1", event=refused)
+    )
     await twice(
         engine,
-        lambda: store.decide(
+        lambda: store.orders.decide(
             "o-1",
             status=OrderStatus.TRANSFERRING,
             at=later,
@@ -79,10 +85,12 @@ async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: 
             receiving_config=ReceivingConfig(resource_group="rg", tags={"k": "v"}),
         ),
     )
-    await twice(engine, lambda: store.reassign_ownership("o-1", at=NOW))
-    await twice(engine, lambda: store.hand_off_billing("o-1"))
-    await twice(engine, lambda: store.apply_receiving_config("o-1"))
-    completed = await twice(engine, lambda: store.finish("o-1", status=OrderStatus.COMPLETED, at=later))
+    await twice(engine, lambda: store.orders.reassign_ownership("o-1", at=NOW))
+    await twice(engine, lambda: store.orders.hand_off_billing("o-1"))
+    await twice(engine, lambda: store.orders.apply_receiving_config("o-1"))
+    completed = await twice(
+        engine, lambda: store.orders.finish("o-1", status=OrderStatus.COMPLETED, at=later)
+    )
     assert completed.status is OrderStatus.COMPLETED
     assert [e.action for e in completed.events] == [
         Action.INITIATE,
@@ -94,28 +102,32 @@ async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: 
 
 async def test_every_write_of_a_compensated_transfer_twice(store: Stores, engine: AsyncEngine) -> None:
     for account_id in ("src", "dst"):
-        await store.create_account(account(account_id), created_at=NOW)
-    await store.create_resource(resource("r-1", "src"), at=NOW)
-    await store.open_order(**open_args("o-1", "r-1", "src", "dst"))
-    await store.decide("o-1", status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
-    await store.reassign_ownership("o-1", at=NOW)
-    await store.hand_off_billing("o-1")
+        await store.provisioning.create_account(account(account_id), created_at=NOW)
+    await store.provisioning.create_resource(resource("r-1", "src"), at=NOW)
+    await store.orders.open_order(**open_args("o-1", "r-1", "src", "dst"))
+    await store.orders.decide("o-1", status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
+    await store.orders.reassign_ownership("o-1", at=NOW)
+    await store.orders.hand_off_billing("o-1")
     failure = Refusal(code=ErrorCode.ACCOUNT_FROZEN, message="frozen")
-    await twice(engine, lambda: store.start_step("o-1", StepName.BILLING_RESTORE, at=NOW, attempt=2))
-    await twice(engine, lambda: store.finish_step("o-1", StepName.BILLING_RESTORE, at=NOW, error=failure))
-    await twice(engine, lambda: store.restore_billing("o-1", at=NOW))
-    await twice(engine, lambda: store.restore_ownership("o-1"))
-    await twice(engine, lambda: store.finish("o-1", status=OrderStatus.FAILED, at=NOW, failure=failure))
+    await twice(engine, lambda: store.orders.start_step("o-1", StepName.BILLING_RESTORE, at=NOW, attempt=2))
+    await twice(
+        engine, lambda: store.orders.finish_step("o-1", StepName.BILLING_RESTORE, at=NOW, error=failure)
+    )
+    await twice(engine, lambda: store.orders.restore_billing("o-1", at=NOW))
+    await twice(engine, lambda: store.orders.restore_ownership("o-1"))
+    await twice(
+        engine, lambda: store.orders.finish("o-1", status=OrderStatus.FAILED, at=NOW, failure=failure)
+    )
 
 
 async def test_every_pending_decision_twice(store: Stores, engine: AsyncEngine) -> None:
     for account_id in ("src", "dst"):
-        await store.create_account(account(account_id), created_at=NOW)
+        await store.provisioning.create_account(account(account_id), created_at=NOW)
     for status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
-        await store.create_resource(resource(f"r-{status.value}", "src"), at=NOW)
-        await store.open_order(**open_args(f"o-{status.value}", f"r-{status.value}", "src", "dst"))
+        await store.provisioning.create_resource(resource(f"r-{status.value}", "src"), at=NOW)
+        await store.orders.open_order(**open_args(f"o-{status.value}", f"r-{status.value}", "src", "dst"))
         decided = await twice(
             engine,
-            lambda s=status: store.decide(f"o-{s.value}", status=s, at=NOW, actor_account_id="src"),  # type: ignore[misc]
+            lambda s=status: store.orders.decide(f"o-{s.value}", status=s, at=NOW, actor_account_id="src"),  # type: ignore[misc]
         )
         assert decided.status is status

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from activities.order_transactions import StepName
 from domain.codes import ErrorCode
 from domain.models import (
     Action,
@@ -21,7 +22,6 @@ from domain.models import (
     Product,
     ReceivingConfig,
     Refusal,
-    StepName,
     StepStatus,
 )
 from domain.refusals import TransferError
@@ -39,6 +39,10 @@ from tests.store.builders import (
 from tests.stores import Stores
 
 
+def code_of(found: Refusal | None) -> ErrorCode | None:
+    return found.code if found is not None else None
+
+
 async def refusal(call: Any) -> TransferError:
     with pytest.raises(TransferError) as refused:
         await call
@@ -54,14 +58,14 @@ async def test_open_order_takes_the_lock_and_records_the_initiation(store: Store
     ]
     locked = await store.get_resource("r-o-1")
     assert locked is not None and locked.locked_by_order_id == "o-1" and locked.owner_account_id == "src"
-    assert await store.get_order("o-1") == order
-    assert await store.get_order("o-2") is None
+    assert await store.orders.get_order("o-1") == order
+    assert await store.orders.get_order("o-2") is None
 
 
 async def test_an_existing_order_is_answered_unchanged_without_the_rules(store: Stores) -> None:
     order = await pending_order(store)
-    await store.update_account("src", frozen=True)  # would refuse a new order
-    assert await store.open_order(**open_args("o-1", "r-o-1", "src", "dst")) == order
+    await store.provisioning.update_account("src", frozen=True)  # would refuse a new order
+    assert await store.orders.open_order(**open_args("o-1", "r-o-1", "src", "dst")) == order
 
 
 async def test_open_order_refuses_by_the_rules_in_their_order(store: Stores) -> None:
@@ -102,10 +106,10 @@ async def test_open_order_refuses_by_the_rules_in_their_order(store: Stores) -> 
         (open_args("o", "eip-on", "src", "dst"), ErrorCode.EIP_ATTACHED),
     ]
     for arguments, code in cases:
-        assert (await refusal(store.open_order(**arguments))).code is code
-    converted = await refusal(store.open_order(**open_args("o", "eip-sub", "src", "dst")))
+        assert (await refusal(store.orders.open_order(**arguments))).code is code
+    converted = await refusal(store.orders.open_order(**open_args("o", "eip-sub", "src", "dst")))
     assert converted.code is ErrorCode.PRODUCT_NOT_SUPPORTED and "pay-as-you-go" in converted.message
-    assert await store.get_order("o") is None
+    assert await store.orders.get_order("o") is None
     assert (await store.get_resource("r-ok")).locked_by_order_id is None  # type: ignore[union-attr]
 
 
@@ -113,7 +117,7 @@ async def test_one_open_order_per_resource_under_concurrency(store: Stores, engi
     await add_accounts(store, account("src"), *(account(f"dst-{n}") for n in range(10)))
     await add_resources(store, resource("r-1", "src"))
     results = await asyncio.gather(
-        *(store.open_order(**open_args(f"o-{n}", "r-1", "src", f"dst-{n}")) for n in range(10)),
+        *(store.orders.open_order(**open_args(f"o-{n}", "r-1", "src", f"dst-{n}")) for n in range(10)),
         return_exceptions=True,
     )
     opened = [r for r in results if not isinstance(r, BaseException)]
@@ -132,8 +136,8 @@ async def test_an_individual_reaches_one_enterprise_only_under_concurrency(store
     await add_accounts(store, account("src"), enterprise("corp-a", "a"), enterprise("corp-b", "b"))
     await add_resources(store, resource("r-1", "src"), resource("r-2", "src"))
     results = await asyncio.gather(
-        store.open_order(**open_args("o-a", "r-1", "src", "corp-a")),
-        store.open_order(**open_args("o-b", "r-2", "src", "corp-b")),
+        store.orders.open_order(**open_args("o-a", "r-1", "src", "corp-a")),
+        store.orders.open_order(**open_args("o-b", "r-2", "src", "corp-b")),
         return_exceptions=True,
     )
     refused = [r for r in results if isinstance(r, BaseException)]
@@ -144,21 +148,25 @@ async def test_an_individual_reaches_one_enterprise_only_under_concurrency(store
 async def test_closed_orders_leave_the_destination_limits(store: Stores) -> None:
     await add_accounts(store, account("src"), enterprise("corp-a", "a"), enterprise("corp-b", "b"))
     await add_resources(store, resource("r-1", "src"), resource("r-2", "src"))
-    await store.open_order(**open_args("o-a", "r-1", "src", "corp-a"))
-    blocked = await refusal(store.open_order(**open_args("o-b", "r-2", "src", "corp-b")))
+    await store.orders.open_order(**open_args("o-a", "r-1", "src", "corp-a"))
+    blocked = await refusal(store.orders.open_order(**open_args("o-b", "r-2", "src", "corp-b")))
     assert blocked.code is ErrorCode.ENTERPRISE_DESTINATION_LIMIT
-    await store.decide("o-a", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
-    await store.open_order(**open_args("o-b", "r-2", "src", "corp-b"))
+    await store.orders.decide("o-a", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
+    await store.orders.open_order(**open_args("o-b", "r-2", "src", "corp-b"))
 
 
 async def test_confirm_and_cancel_race_and_exactly_one_wins(store: Stores) -> None:
     for n in range(4):
         order = await pending_order(store, f"o-{n}")
-        confirm = store.decide(
+        confirm = store.orders.decide(
             order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst"
         )
-        cancel = store.decide(order.order_id, status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
-        expire = store.decide(order.order_id, status=OrderStatus.EXPIRED, at=NOW, actor_account_id=None)
+        cancel = store.orders.decide(
+            order.order_id, status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src"
+        )
+        expire = store.orders.decide(
+            order.order_id, status=OrderStatus.EXPIRED, at=NOW, actor_account_id=None
+        )
         results = await asyncio.gather(confirm, cancel, expire, return_exceptions=True)
         won = [r for r in results if not isinstance(r, BaseException)]
         lost = [r for r in results if isinstance(r, BaseException)]
@@ -167,7 +175,7 @@ async def test_confirm_and_cancel_race_and_exactly_one_wins(store: Stores) -> No
         for error in lost:
             assert isinstance(error, TransferError) and error.code is ErrorCode.ORDER_NOT_PENDING
             assert error.details == {"status": winner.value}
-        final = await store.get_order(order.order_id)
+        final = await store.orders.get_order(order.order_id)
         assert final is not None and final.status is winner
         assert [e.action for e in final.events] == [Action.INITIATE, won[0].events[-1].action]
         lock = (await store.get_resource(order.resource_id)).locked_by_order_id  # type: ignore[union-attr]
@@ -177,7 +185,7 @@ async def test_confirm_and_cancel_race_and_exactly_one_wins(store: Stores) -> No
 async def test_decide_records_the_decision(store: Stores) -> None:
     order = await pending_order(store)
     config = ReceivingConfig(resource_group="rg-new", tags={"team": "b"})
-    confirmed = await store.decide(
+    confirmed = await store.orders.decide(
         order.order_id,
         status=OrderStatus.TRANSFERRING,
         at=NOW + timedelta(hours=1),
@@ -189,35 +197,37 @@ async def test_decide_records_the_decision(store: Stores) -> None:
         at=NOW + timedelta(hours=1), actor_account_id="dst", action=Action.CONFIRM, outcome=Outcome.ACCEPTED
     )
     # the same decision again answers the order; another one is refused with the status
-    assert await store.decide(
+    assert await store.orders.decide(
         order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst"
     ) == (confirmed)
     late = await refusal(
-        store.decide(order.order_id, status=OrderStatus.REJECTED, at=NOW, actor_account_id="dst")
+        store.orders.decide(order.order_id, status=OrderStatus.REJECTED, at=NOW, actor_account_id="dst")
     )
     assert (late.code, late.details) == (ErrorCode.ORDER_NOT_PENDING, {"status": "transferring"})
     missing = await refusal(
-        store.decide("ghost", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
+        store.orders.decide("ghost", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
     )
     assert missing.code is ErrorCode.ORDER_NOT_FOUND
     with pytest.raises(ValueError):
-        await store.decide(order.order_id, status=OrderStatus.COMPLETED, at=NOW, actor_account_id=None)
+        await store.orders.decide(order.order_id, status=OrderStatus.COMPLETED, at=NOW, actor_account_id=None)
 
 
 async def test_every_terminal_status_releases_the_lock(store: Stores) -> None:
     for status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
         order = await pending_order(store, f"o-{status.value}")
-        await store.decide(order.order_id, status=status, at=NOW, actor_account_id=None)
+        await store.orders.decide(order.order_id, status=status, at=NOW, actor_account_id=None)
         assert (await store.get_resource(order.resource_id)).locked_by_order_id is None  # type: ignore[union-attr]
     for status in (OrderStatus.COMPLETED, OrderStatus.FAILED):
         order = await pending_order(store, f"o-{status.value}")
-        early = await refusal(store.finish(order.order_id, status=status, at=NOW))
+        early = await refusal(store.orders.finish(order.order_id, status=status, at=NOW))
         assert early.details == {"status": "pending"}
-        await store.decide(order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
+        await store.orders.decide(
+            order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst"
+        )
         failure = (
             Refusal(code=ErrorCode.ACCOUNT_FROZEN, message="frozen") if status is OrderStatus.FAILED else None
         )
-        done = await store.finish(
+        done = await store.orders.finish(
             order.order_id, status=status, at=NOW + timedelta(minutes=1), failure=failure
         )
         assert done.status is status and done.failure == failure
@@ -229,7 +239,7 @@ async def test_every_terminal_status_releases_the_lock(store: Stores) -> None:
         )
         assert (await store.get_resource(order.resource_id)).locked_by_order_id is None  # type: ignore[union-attr]
     # a released resource takes a new order
-    await store.open_order(**open_args("o-again", "r-o-cancelled", "src", "dst"))
+    await store.orders.open_order(**open_args("o-again", "r-o-cancelled", "src", "dst"))
 
 
 async def test_record_event_and_steps_make_the_detailed_procedure(store: Stores) -> None:
@@ -241,21 +251,23 @@ async def test_record_event_and_steps_make_the_detailed_procedure(store: Stores)
         outcome=Outcome.REFUSED,
         code=ErrorCode.INSTANCE_NOT_STOPPED,
     )
-    await store.record_event(event_id="e-1", order_id=order.order_id, event=refused)
-    await store.record_event(event_id="e-1", order_id=order.order_id, event=refused)
+    await store.orders.record_event(event_id="e-1", order_id=order.order_id, event=refused)
+    await store.orders.record_event(event_id="e-1", order_id=order.order_id, event=refused)
     t = NOW + timedelta(minutes=10)
-    await store.start_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t, attempt=1)
+    await store.orders.start_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t, attempt=1)
     failure = Refusal(code=ErrorCode.INSTANCE_NOT_STOPPED, message="stop it")
-    await store.finish_step(
+    await store.orders.finish_step(
         order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=1), error=failure
     )
-    await store.start_step(
+    await store.orders.start_step(
         order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=5), attempt=2
     )
-    await store.finish_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=6))
-    await store.finish_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=9))  # no-op
-    await store.start_step(order.order_id, StepName.DESTINATION_VERIFICATION, at=t, attempt=1)
-    got = await store.get_order(order.order_id)
+    await store.orders.finish_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=6))
+    await store.orders.finish_step(
+        order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=9)
+    )  # no-op
+    await store.orders.start_step(order.order_id, StepName.DESTINATION_VERIFICATION, at=t, attempt=1)
+    got = await store.orders.get_order(order.order_id)
     assert got is not None
     assert [e.code for e in got.events] == [None, ErrorCode.INSTANCE_NOT_STOPPED]
     check, verification = got.steps
@@ -289,8 +301,8 @@ async def test_list_orders_pages_newest_first(store: Stores) -> None:
     for order_id, source, destination, minute in plan:
         await add_resources(store, resource(f"r-{order_id}", source))
         at = NOW + timedelta(minutes=minute)
-        await store.open_order(**open_args(order_id, f"r-{order_id}", source, destination, at=at))
-    await store.decide("o-5", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="a")
+        await store.orders.open_order(**open_args(order_id, f"r-{order_id}", source, destination, at=at))
+    await store.orders.decide("o-5", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="a")
 
     async def every_page(**filters: Any) -> list[str]:
         ids: list[str] = []
@@ -299,7 +311,7 @@ async def test_list_orders_pages_newest_first(store: Stores) -> None:
             page, cursor = await store.list_orders(limit=2, cursor=cursor, **filters)
             assert len(page) <= 2
             # Listed orders are whole: the same as get_order, steps and events included.
-            assert page == [await store.get_order(o.order_id) for o in page]
+            assert page == [await store.orders.get_order(o.order_id) for o in page]
             ids += [o.order_id for o in page]
             if cursor is None:
                 return ids
@@ -342,15 +354,19 @@ async def test_confirmation_failure_rechecks_every_rule_and_stopped_state_last(
     store: Stores, engine: AsyncEngine
 ) -> None:
     order = await pending_order(store)
-    assert await store.confirmation_refusal(order.order_id, at=NOW) is None  # its own lock is no blocker
+    assert (
+        await store.orders.confirmation_refusal(order.order_id, at=NOW) is None
+    )  # its own lock is no blocker
     await store.set_instance_status(order.resource_id, InstanceStatus.RUNNING)
-    found = await store.confirmation_refusal(order.order_id, at=NOW)
+    found = await store.orders.confirmation_refusal(order.order_id, at=NOW)
     assert found is not None and found.code is ErrorCode.INSTANCE_NOT_STOPPED and found.message
-    await store.update_account("dst", frozen=True)
-    assert (await store.confirmation_refusal(order.order_id, at=NOW)).code is ErrorCode.ACCOUNT_FROZEN
-    await store.update_account("dst", frozen=False)
+    await store.provisioning.update_account("dst", frozen=True)
+    assert (
+        code_of(await store.orders.confirmation_refusal(order.order_id, at=NOW)) is ErrorCode.ACCOUNT_FROZEN
+    )
+    await store.provisioning.update_account("dst", frozen=False)
     expiring = NOW + timedelta(days=333)
-    assert (await store.confirmation_refusal(order.order_id, at=expiring)).code is (
+    assert code_of(await store.orders.confirmation_refusal(order.order_id, at=expiring)) is (
         ErrorCode.RESOURCE_EXPIRING_SOON
     )
     async with engine.begin() as connection:  # another order's lock would block
@@ -359,30 +375,35 @@ async def test_confirmation_failure_rechecks_every_rule_and_stopped_state_last(
             .where(ResourceRow.id == order.resource_id)
             .values(locked_by_order_id="o-other")
         )
-    assert (await store.confirmation_refusal(order.order_id, at=NOW)).code is ErrorCode.RESOURCE_IN_TRANSFER
-    assert (await store.confirmation_refusal("ghost", at=NOW)).code is ErrorCode.ORDER_NOT_FOUND
+    assert (
+        code_of(await store.orders.confirmation_refusal(order.order_id, at=NOW))
+        is ErrorCode.RESOURCE_IN_TRANSFER
+    )
+    assert code_of(await store.orders.confirmation_refusal("ghost", at=NOW)) is ErrorCode.ORDER_NOT_FOUND
 
 
 async def test_confirmation_failure_does_not_count_the_order_itself(store: Stores) -> None:
     await add_accounts(store, account("src"), enterprise("corp-a", "a"), enterprise("corp-b", "b"))
     await add_resources(store, resource("r-1", "src"))
-    await store.open_order(**open_args("o-a", "r-1", "src", "corp-a"))
-    assert await store.confirmation_refusal("o-a", at=NOW) is None
-    assert await store.account_refusal("src", "corp-a") is None
-    assert (await store.account_refusal("src", "corp-b")).code is ErrorCode.ENTERPRISE_DESTINATION_LIMIT
-    assert await store.account_refusal("src", "corp-b", excluding_order_id="o-a") is None
+    await store.orders.open_order(**open_args("o-a", "r-1", "src", "corp-a"))
+    assert await store.orders.confirmation_refusal("o-a", at=NOW) is None
+    assert await store.orders.account_refusal("src", "corp-a") is None
+    assert (
+        code_of(await store.orders.account_refusal("src", "corp-b")) is ErrorCode.ENTERPRISE_DESTINATION_LIMIT
+    )
+    assert await store.orders.account_refusal("src", "corp-b", excluding_order_id="o-a") is None
 
 
 async def test_a_confirm_needs_the_instance_stopped_even_after_the_check(store: Stores) -> None:
     order = await pending_order(store)
     await store.set_instance_status(order.resource_id, InstanceStatus.RUNNING)
     late_start = await refusal(
-        store.decide(order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
+        store.orders.decide(order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
     )
     assert late_start.code is ErrorCode.INSTANCE_NOT_STOPPED
-    assert (await store.get_order(order.order_id)).status is OrderStatus.PENDING  # type: ignore[union-attr]
+    assert (await store.orders.get_order(order.order_id)).status is OrderStatus.PENDING  # type: ignore[union-attr]
     # cancel, reject and expire need no stopped instance
-    await store.decide(order.order_id, status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
+    await store.orders.decide(order.order_id, status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
 
 
 async def test_a_start_racing_a_confirm_never_leaves_a_running_instance_in_transfer(
@@ -392,11 +413,13 @@ async def test_a_start_racing_a_confirm_never_leaves_a_running_instance_in_trans
         order = await pending_order(store, f"o-{n}")
         start, confirm = await asyncio.gather(
             store.set_instance_status(order.resource_id, InstanceStatus.RUNNING),
-            store.decide(order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst"),
+            store.orders.decide(
+                order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst"
+            ),
             return_exceptions=True,
         )
         resource = await store.get_resource(order.resource_id)
-        final = await store.get_order(order.order_id)
+        final = await store.orders.get_order(order.order_id)
         assert resource is not None and final is not None
         if final.status is OrderStatus.TRANSFERRING:
             assert isinstance(start, TransferError) and start.code is ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER  # type: ignore[has-type]

@@ -36,48 +36,48 @@ from tests.stores import Stores
 
 async def test_create_account_is_idempotent_and_refuses_other_data(store: Stores) -> None:
     alice = account("alice")
-    assert await store.create_account(alice, created_at=NOW) == alice
-    assert await store.create_account(alice, created_at=NOW + timedelta(hours=1)) == alice
+    assert await store.provisioning.create_account(alice, created_at=NOW) == alice
+    assert await store.provisioning.create_account(alice, created_at=NOW + timedelta(hours=1)) == alice
     assert await store.get_account("alice") == alice
     assert await store.get_account("bob") is None
     with pytest.raises(TransferError) as refused:
-        await store.create_account(alice.model_copy(update={"name": "Mallory"}), created_at=NOW)
+        await store.provisioning.create_account(alice.model_copy(update={"name": "Mallory"}), created_at=NOW)
     assert refused.value.code is ErrorCode.VALIDATION_ERROR
 
 
 async def test_a_verified_account_needs_its_entity(store: Stores) -> None:
     with pytest.raises(TransferError) as refused:
-        await store.create_account(account("a", entity_id=None), created_at=NOW)
+        await store.provisioning.create_account(account("a", entity_id=None), created_at=NOW)
     assert refused.value.code is ErrorCode.VALIDATION_ERROR
     unverified = account("b", verified=False, entity_id=None, entity_name=None)
-    await store.create_account(unverified, created_at=NOW)
+    await store.provisioning.create_account(unverified, created_at=NOW)
     with pytest.raises(TransferError):
-        await store.update_account("b", verified=True)
+        await store.provisioning.update_account("b", verified=True)
 
 
 async def test_an_entity_verifies_ten_accounts_at_most(store: Stores) -> None:
     for n in range(MAX_ACCOUNTS_PER_ENTITY):
-        await store.create_account(enterprise(f"acme-{n}"), created_at=NOW)
+        await store.provisioning.create_account(enterprise(f"acme-{n}"), created_at=NOW)
     # the same account again is no eleventh
-    await store.create_account(enterprise("acme-0"), created_at=NOW)
+    await store.provisioning.create_account(enterprise("acme-0"), created_at=NOW)
     with pytest.raises(TransferError) as refused:
-        await store.create_account(enterprise("acme-10"), created_at=NOW)
+        await store.provisioning.create_account(enterprise("acme-10"), created_at=NOW)
     assert refused.value.code is ErrorCode.ENTITY_ACCOUNT_LIMIT
     # unverified accounts do not count, and verifying one checks the limit again
-    await store.create_account(enterprise("acme-10", verified=False), created_at=NOW)
+    await store.provisioning.create_account(enterprise("acme-10", verified=False), created_at=NOW)
     with pytest.raises(TransferError) as refused:
-        await store.update_account("acme-10", verified=True)
+        await store.provisioning.update_account("acme-10", verified=True)
     assert refused.value.code is ErrorCode.ENTITY_ACCOUNT_LIMIT
     assert (await store.get_account("acme-10")).verified is False  # type: ignore[union-attr]
-    await store.update_account("acme-0", verified=False)
-    assert (await store.update_account("acme-10", verified=True)).verified
+    await store.provisioning.update_account("acme-0", verified=False)
+    assert (await store.provisioning.update_account("acme-10", verified=True)).verified
 
 
 async def test_the_entity_limit_holds_under_concurrent_registrations(store: Stores) -> None:
     for n in range(MAX_ACCOUNTS_PER_ENTITY - 1):
-        await store.create_account(enterprise(f"acme-{n}"), created_at=NOW)
+        await store.provisioning.create_account(enterprise(f"acme-{n}"), created_at=NOW)
     results = await asyncio.gather(
-        *(store.create_account(enterprise(f"new-{n}"), created_at=NOW) for n in range(4)),
+        *(store.provisioning.create_account(enterprise(f"new-{n}"), created_at=NOW) for n in range(4)),
         return_exceptions=True,
     )
     refusals = [r for r in results if isinstance(r, TransferError)]
@@ -86,35 +86,37 @@ async def test_the_entity_limit_holds_under_concurrent_registrations(store: Stor
 
 async def test_update_account(store: Stores) -> None:
     await add_accounts(store, account("alice"))
-    frozen = await store.update_account("alice", frozen=True, entity_name="Alice Zhang")
+    frozen = await store.provisioning.update_account("alice", frozen=True, entity_name="Alice Zhang")
     assert frozen.frozen and frozen.entity_name == "Alice Zhang"
     assert await store.get_account("alice") == frozen
-    assert await store.update_account("alice", frozen=True) == frozen
-    assert (await store.update_account("alice", frozen=False)).frozen is False
+    assert await store.provisioning.update_account("alice", frozen=True) == frozen
+    assert (await store.provisioning.update_account("alice", frozen=False)).frozen is False
     with pytest.raises(TransferError) as refused:
-        await store.update_account("nobody", frozen=True)
+        await store.provisioning.update_account("nobody", frozen=True)
     assert refused.value.code is ErrorCode.VALIDATION_ERROR
 
 
 async def test_credentials_keep_a_digest_and_answer_their_principal(store: Stores) -> None:
     await add_accounts(store, account("alice"))
-    root = await store.add_credential(account_id="alice", token="root-token", kind=PrincipalKind.ROOT)
+    root = await store.provisioning.add_credential(
+        account_id="alice", token="root-token", kind=PrincipalKind.ROOT
+    )
     assert root == Principal(kind=PrincipalKind.ROOT, account_id="alice")
-    ram = await store.add_credential(
+    ram = await store.provisioning.add_credential(
         account_id="alice", token="ram-token", kind=PrincipalKind.RAM_USER, name="ops", ram_user_id="ops-1"
     )
     assert ram == Principal(kind=PrincipalKind.RAM_USER, account_id="alice", ram_user_id="ops-1")
-    generated = await store.add_credential(
+    generated = await store.provisioning.add_credential(
         account_id="alice", token="ram-token-2", kind=PrincipalKind.RAM_USER, name="dev"
     )
     assert generated.ram_user_id
-    assert await store.principal_for_token("root-token") == root
-    assert await store.principal_for_token("ram-token") == ram
-    assert await store.principal_for_token("ram-token-2") == generated
-    assert await store.principal_for_token("nope") is None
+    assert await store.provisioning.principal_for_token("root-token") == root
+    assert await store.provisioning.principal_for_token("ram-token") == ram
+    assert await store.provisioning.principal_for_token("ram-token-2") == generated
+    assert await store.provisioning.principal_for_token("nope") is None
     # the token names the credential
     assert (
-        await store.add_credential(
+        await store.provisioning.add_credential(
             account_id="alice", token="ram-token-2", kind=PrincipalKind.RAM_USER, name="dev"
         )
         == generated
@@ -125,16 +127,16 @@ async def test_credentials_keep_a_digest_and_answer_their_principal(store: Store
         {"token": "other", "kind": PrincipalKind.ROOT, "ram_user_id": "r"},
     ):
         with pytest.raises(TransferError) as refused:
-            await store.add_credential(account_id="alice", **kwargs)  # type: ignore[arg-type]
+            await store.provisioning.add_credential(account_id="alice", **kwargs)  # type: ignore[arg-type]
         assert refused.value.code is ErrorCode.VALIDATION_ERROR
     with pytest.raises(TransferError):
-        await store.add_credential(account_id="nobody", token="t", kind=PrincipalKind.ROOT)
+        await store.provisioning.add_credential(account_id="nobody", token="t", kind=PrincipalKind.ROOT)
 
 
 async def test_organizations(store: Stores) -> None:
     await add_accounts(store, *(account(a) for a in ("ma", "m1", "m2", "m3", "other-ma")))
-    await store.create_organization("org", "ma", ["m1", "m2"])
-    await store.create_organization("org", "ma", ["m2", "m1"])
+    await store.provisioning.create_organization("org", "ma", ["m1", "m2"])
+    await store.provisioning.create_organization("org", "ma", ["m2", "m1"])
     assert await store.managed_account_ids("ma") == {"m1", "m2"}
     assert await store.managed_account_ids("m1") == set()
     refusals = [
@@ -145,7 +147,7 @@ async def test_organizations(store: Stores) -> None:
     ]
     for organization_id, management, members in refusals:
         with pytest.raises(TransferError) as refused:
-            await store.create_organization(organization_id, management, members)
+            await store.provisioning.create_organization(organization_id, management, members)
         assert refused.value.code is ErrorCode.VALIDATION_ERROR
     assert await store.managed_account_ids("other-ma") == set()
 
@@ -153,8 +155,8 @@ async def test_organizations(store: Stores) -> None:
 async def test_a_subscription_gets_its_original_charge(store: Stores) -> None:
     await add_accounts(store, account("src"))
     r = resource("r-1", "src", monthly_price=Decimal("99.90"))  # a 365-day term: 12 months
-    assert await store.create_resource(r, at=NOW) == r
-    assert await store.create_resource(r, at=NOW + timedelta(days=1)) == r
+    assert await store.provisioning.create_resource(r, at=NOW) == r
+    assert await store.provisioning.create_resource(r, at=NOW + timedelta(days=1)) == r
     (original,) = await store.list_charges("r-1")
     assert original.kind is ChargeKind.ORIGINAL and original.payer_account_id == "src"
     assert original.amount == Decimal("1198.80")
@@ -176,7 +178,7 @@ async def test_create_resource_refuses_what_cannot_exist(store: Stores) -> None:
         resource("r-3", "src", locked_by_order_id="o-1"),
     ):
         with pytest.raises(TransferError) as refused:
-            await store.create_resource(bad, at=NOW)
+            await store.provisioning.create_resource(bad, at=NOW)
         assert refused.value.code is ErrorCode.VALIDATION_ERROR
 
 
@@ -221,7 +223,7 @@ async def test_start_is_refused_once_the_order_is_confirmed(store: Stores) -> No
     running = await store.set_instance_status(order.resource_id, InstanceStatus.RUNNING)
     assert running.status is InstanceStatus.RUNNING  # pending: start is still allowed
     await store.set_instance_status(order.resource_id, InstanceStatus.STOPPED)
-    await store.decide(order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
+    await store.orders.decide(order.order_id, status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
     with pytest.raises(TransferError) as refused:
         await store.set_instance_status(order.resource_id, InstanceStatus.RUNNING)
     assert refused.value.code is ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER
@@ -259,7 +261,7 @@ async def test_a_charge_beyond_the_ledger_is_refused_and_writes_nothing(store: S
         "r-huge", "src", monthly_price=Decimal("999999999.99"), expires_at=NOW + timedelta(days=365 * 200)
     )
     with pytest.raises(TransferError) as refused:
-        await store.create_resource(huge, at=NOW)
+        await store.provisioning.create_resource(huge, at=NOW)
     assert refused.value.code is ErrorCode.VALIDATION_ERROR
     assert await store.get_resource("r-huge") is None
     await add_resources(store, resource("r-1", "src"))

@@ -57,18 +57,18 @@ async def setup(store: Stores) -> None:
 
 
 async def open_order(store: Stores, resource_id: str, order_id: str = "o-1") -> None:
-    await store.open_order(**open_args(order_id, resource_id, "src", "dst"))
+    await store.orders.open_order(**open_args(order_id, resource_id, "src", "dst"))
 
 
 async def transfer(
     store: Stores, resource_id: str, order_id: str, source: str, destination: str, at: datetime
 ) -> None:
     """A whole transfer as the workflow writes it: open, confirm, reassign, hand off billing, complete."""
-    await store.open_order(**open_args(order_id, resource_id, source, destination, at=at))
-    await store.decide(order_id, status=OrderStatus.TRANSFERRING, at=at, actor_account_id=destination)
-    await store.reassign_ownership(order_id, at=at)
-    await store.hand_off_billing(order_id)
-    await store.finish(order_id, status=OrderStatus.COMPLETED, at=at)
+    await store.orders.open_order(**open_args(order_id, resource_id, source, destination, at=at))
+    await store.orders.decide(order_id, status=OrderStatus.TRANSFERRING, at=at, actor_account_id=destination)
+    await store.orders.reassign_ownership(order_id, at=at)
+    await store.orders.hand_off_billing(order_id)
+    await store.orders.finish(order_id, status=OrderStatus.COMPLETED, at=at)
 
 
 async def refused(call: Awaitable[Any], code: ErrorCode) -> TransferError:
@@ -111,7 +111,7 @@ async def test_a_locked_action_is_refused_while_an_order_is_open_and_allowed_aft
     await refused(call(actions), ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER)
     assert await snapshot(engine) == before  # refused: nothing written
 
-    await store.decide("o-1", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
+    await store.orders.decide("o-1", status=OrderStatus.CANCELLED, at=NOW, actor_account_id="src")
     result = await call(actions)
     assert result.resource.id == resource_id
 
@@ -154,11 +154,11 @@ async def test_start_is_refused_only_once_the_order_is_confirmed(
     assert started.resource.status is InstanceStatus.RUNNING
     await actions.stop("i-1", actor=root_of("src"))
 
-    await store.decide("o-1", status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
+    await store.orders.decide("o-1", status=OrderStatus.TRANSFERRING, at=NOW, actor_account_id="dst")
     await refused(actions.start("i-1", actor=root_of("src")), ErrorCode.RESOURCE_LOCKED_FOR_TRANSFER)
     assert (await actions.stop("i-1", actor=root_of("src"))).resource.status is InstanceStatus.STOPPED
 
-    await store.finish("o-1", status=OrderStatus.FAILED, at=NOW)  # lock released, src still owns it
+    await store.orders.finish("o-1", status=OrderStatus.FAILED, at=NOW)  # lock released, src still owns it
     assert (await actions.start("i-1", actor=root_of("src"))).resource.status is InstanceStatus.RUNNING
 
 
@@ -169,7 +169,7 @@ async def test_an_open_order_and_an_action_racing_never_both_win_late(
     renewal is refused; never a renewal charge written under the lock."""
     await setup(store)
     outcomes = await asyncio.gather(
-        store.open_order(**open_args("o-1", "i-1", "src", "dst")),
+        store.orders.open_order(**open_args("o-1", "i-1", "src", "dst")),
         actions.renew("i-1", actor=root_of("src"), months=1, at=NOW),
         return_exceptions=True,
     )
@@ -378,7 +378,7 @@ async def test_strangers_see_nothing_and_the_management_account_only_reads(
 ) -> None:
     await setup(store)
     await add_accounts(store, account("ma"))
-    await store.create_organization("org", "ma", ["src"])
+    await store.provisioning.create_organization("org", "ma", ["src"])
 
     for actor in ("stranger", "dst"):
         await refused(actions.get("i-1", actor=root_of(actor)), ErrorCode.RESOURCE_NOT_FOUND)

@@ -107,7 +107,7 @@ async def test_datetimes_come_back_aware_utc_and_money_as_cents(store: Stores) -
 
 async def test_naive_datetimes_are_refused(store: Stores) -> None:
     with pytest.raises(Exception, match="timezone-aware"):
-        await store.create_account(account("a"), created_at=datetime(2026, 1, 1))
+        await store.provisioning.create_account(account("a"), created_at=datetime(2026, 1, 1))
 
 
 async def test_datetimes_order_in_sql_as_in_time(store: Stores, engine: AsyncEngine) -> None:
@@ -132,7 +132,7 @@ async def test_reads_do_not_wait_for_a_writer(store: Stores, engine: AsyncEngine
         await writer.execute(update(AccountRow).where(AccountRow.id == "alice").values(name="Alice Zhang"))
         seen = await asyncio.wait_for(store.get_account("alice"), timeout=5)
         assert seen is not None and seen.name == "Account alice"  # the committed state
-        blocked = asyncio.create_task(store.update_account("alice", frozen=True))
+        blocked = asyncio.create_task(store.provisioning.update_account("alice", frozen=True))
         await asyncio.sleep(0.2)
         assert not blocked.done()  # a second writer waits for the first
     assert (await blocked).frozen and (await store.get_account("alice")).name == "Alice Zhang"  # type: ignore[union-attr]

@@ -163,7 +163,7 @@ async def test_every_activity_of_a_completed_transfer_twice(store: Stores, facto
     )
     after = await store.get_resource(resource.id)
     assert after is not None and after.owner_account_id == destination.id and after.locked_by_order_id is None
-    order = await store.get_order(order_id)
+    order = await store.orders.get_order(order_id)
     assert order is not None
     assert [(e.action, e.outcome, e.actor_account_id) for e in order.events[:3]] == [
         (Action.INITIATE, Outcome.ACCEPTED, source.id),
@@ -197,12 +197,14 @@ async def test_compensation_and_decisions_twice(store: Stores, factory: Factory)
             attested=attested(CancelRequest(), root(source), Action.CANCEL, cancelled),
         ),
     )
-    order = await store.get_order(cancelled)
+    order = await store.orders.get_order(cancelled)
     assert order is not None and order.status is OrderStatus.CANCELLED
     assert order.events[-1].actor_account_id == source.id
 
     compensated = await open_(compensated_resource.id)
-    await store.decide(compensated, status=OrderStatus.TRANSFERRING, at=now, actor_account_id=destination.id)
+    await store.orders.decide(
+        compensated, status=OrderStatus.TRANSFERRING, at=now, actor_account_id=destination.id
+    )
     step = OrderStepInput(order_id=compensated, at=now)
     await ActivityEnvironment().run(activities.reassign_ownership, step)
     await ActivityEnvironment().run(activities.hand_off_billing, step)
@@ -279,7 +281,7 @@ async def test_open_order_refuses_an_attestation_that_does_not_hold_and_writes_n
     assert refused.value.type == ErrorCode.UNAUTHENTICATED
     assert refused.value.non_retryable
     assert await snapshot(store.engine) == before
-    assert await store.get_order(order_id) is None
+    assert await store.orders.get_order(order_id) is None
 
 
 FORGERIES = ["missing", "forged_signature", "forged_principal", "expired", "another_order", "another_action"]
@@ -338,7 +340,7 @@ async def test_a_decision_whose_attestation_does_not_hold_changes_nothing_and_is
             )
     assert refused.value.type == ErrorCode.UNAUTHENTICATED
     assert refused.value.non_retryable
-    order = await store.get_order(order_id)
+    order = await store.orders.get_order(order_id)
     assert order is not None and order.status is OrderStatus.PENDING and order.confirmed_at is None
     assert [(e.action, e.outcome, e.actor_account_id, e.code) for e in order.events[1:]] == [
         (action, Outcome.REFUSED, None, ErrorCode.UNAUTHENTICATED)
@@ -373,7 +375,7 @@ async def test_a_refusal_names_its_actor_only_when_its_attestation_holds(
             at=now,
         ),
     )
-    order = await store.get_order(order_id)
+    order = await store.orders.get_order(order_id)
     assert order is not None and order.status is OrderStatus.PENDING
     assert [(e.action, e.outcome, e.actor_account_id, e.code) for e in order.events[1:]] == [
         (Action.CANCEL, Outcome.REFUSED, None, ErrorCode.UNAUTHENTICATED)
@@ -414,10 +416,10 @@ async def test_an_attestation_must_hold_when_its_message_arrived(
     opening = open_input(transfer, issued + received_after_issue)
     if refused_with is None:
         await ActivityEnvironment().run(activities.open_order, opening)
-        order = await store.get_order(order_id)
+        order = await store.orders.get_order(order_id)
         assert order is not None and order.status is OrderStatus.PENDING
     else:
         with pytest.raises(ApplicationError) as refused:
             await ActivityEnvironment().run(activities.open_order, opening)
         assert refused.value.type == refused_with
-        assert await store.get_order(order_id) is None
+        assert await store.orders.get_order(order_id) is None

@@ -23,10 +23,12 @@ async def test_a_refused_finish_releases_the_lock_of_the_closed_order(
     resource = await factory.resource(source)
     order_id = f"to-{resource.id}"
     now = datetime.now(UTC)
-    await store.open_order(**open_args(order_id, resource.id, source.id, destination.id, at=now))
-    await store.decide(order_id, status=OrderStatus.TRANSFERRING, at=now, actor_account_id=destination.id)
+    await store.orders.open_order(**open_args(order_id, resource.id, source.id, destination.id, at=now))
+    await store.orders.decide(
+        order_id, status=OrderStatus.TRANSFERRING, at=now, actor_account_id=destination.id
+    )
     # Another hand closed the order meanwhile, and left the lock (a lost write, say).
-    await store.finish(order_id, status=OrderStatus.FAILED, at=now)
+    await store.orders.finish(order_id, status=OrderStatus.FAILED, at=now)
     async with store.db.write() as session:
         row = await session.get(ResourceRow, resource.id)
         assert row is not None
@@ -38,7 +40,7 @@ async def test_a_refused_finish_releases_the_lock_of_the_closed_order(
         activities.finish_order, FinishOrderInput(order_id=order_id, status=OrderStatus.COMPLETED, at=now)
     )
     await env.run(activities.decide, DecideInput(order_id=order_id, status=OrderStatus.EXPIRED, at=now))
-    order = await store.get_order(order_id)
+    order = await store.orders.get_order(order_id)
     assert order is not None and order.status is OrderStatus.FAILED  # the other hand's status stands
     released = await store.get_resource(resource.id)
     assert released is not None and released.locked_by_order_id is None

@@ -81,7 +81,7 @@ async def test_refusals_past_the_first_ten_of_one_actor_and_action_are_counted_n
     # The last signal is processed once a query sees all of them counted.
     for _ in range(100):
         counted = await transfers.state(state.order_id)
-        order = await store.get_order(state.order_id)
+        order = await store.orders.get_order(state.order_id)
         assert order is not None
         refused = [e for e in order.events if e.outcome is Outcome.REFUSED]
         if counted.unrecorded_refusals == flood - RECORDED_REFUSALS and len(refused) == RECORDED_REFUSALS:
@@ -105,5 +105,5 @@ async def test_a_keyed_retry_of_an_update_answers_the_first_update(
     # The answer was lost; the retry names the same update: the first result, not ORDER_NOT_PENDING.
     retried = await transfers.cancel(state.order_id, root(source), update_id="cancel-once")
     assert retried == first
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and [e.action for e in order.events].count(Action.CANCEL) == 1

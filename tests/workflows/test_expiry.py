@@ -65,7 +65,7 @@ async def test_an_unanswered_order_expires_after_24_hours(
     assert result.status is OrderStatus.EXPIRED
     assert state.expires_at - state.created_at == timedelta(hours=24)
     assert elapsed >= timedelta(hours=24)
-    order = await store.get_order(order_id)
+    order = await store.orders.get_order(order_id)
     assert order is not None and order.status is OrderStatus.EXPIRED
     assert (order.events[-1].action, order.events[-1].outcome) == (Action.EXPIRE, Outcome.ACCEPTED)
     after = await store.get_resource(resource.id)

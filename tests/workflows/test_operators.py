@@ -88,7 +88,7 @@ async def test_cancelling_a_pending_run_cancels_the_order_and_releases_the_lock(
         == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_CANCELED
     )
 
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and order.status is OrderStatus.CANCELLED
     last = order.events[-1]
     assert (last.actor_account_id, last.action, last.outcome) == (
@@ -139,7 +139,7 @@ async def test_cancelled_after_ownership_moved_the_hand_off_is_finished(
         with pytest.raises(WorkflowFailureError):
             await transfers.result(state.order_id)
         final = await transfers.state(state.order_id)
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and order.status is OrderStatus.COMPLETED
     assert final.status is OrderStatus.COMPLETED
     resource = await store.get_resource(state.resource_id)
@@ -204,7 +204,7 @@ async def test_repair_cancels_the_pending_order_of_a_terminated_run_once(
     assert state.order_id in await repairs.open_order_ids()
     done = await repairs.repair(state.order_id)
     assert (done.before, done.after) == (OrderStatus.PENDING, OrderStatus.CANCELLED)
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and order.events[-1].action is Action.OPERATOR_CANCEL
     released = await store.get_resource(state.resource_id)
     assert released is not None and released.locked_by_order_id is None
@@ -234,7 +234,7 @@ async def test_repair_compensates_a_half_done_hand_off_of_a_terminated_run(
         with contextlib.suppress(Exception):
             await confirming
     assert (done.before, done.after) == (OrderStatus.TRANSFERRING, OrderStatus.FAILED)
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and order.failure is not None
     assert order.failure.code is ErrorCode.CANCELLED_BY_OPERATOR
     restored = await store.get_resource(state.resource_id)

@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.order_transactions import StepName
 from domain.attestation import derive_key
 from domain.codes import ErrorCode
 from domain.models import (
@@ -34,7 +35,6 @@ from domain.models import (
     Principal,
     PrincipalKind,
     ReceivingConfig,
-    StepName,
     StepStatus,
 )
 from domain.refusals import TransferError
@@ -156,7 +156,7 @@ async def assert_still_pending(
 ) -> Order:
     """Nothing moved: the order pending, its resource locked by it and still the source's."""
     assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and order.status is OrderStatus.PENDING and order.confirmed_at is None
     resource = await store.get_resource(state.resource_id)
     assert resource is not None
@@ -191,7 +191,7 @@ async def test_full_transfer_moves_ownership_and_billing(
     assert resource.status is InstanceStatus.STOPPED  # a VPC instance stays stopped
     assert resource.resource_group == "rg-web" and resource.tags == {"team": "a"}
 
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and order.status is OrderStatus.COMPLETED
     assert order.confirmed_at is not None and order.completed_at is not None
     assert [step.name for step in order.steps] == [
@@ -236,7 +236,7 @@ async def test_initiate_from_a_client_without_the_service_key_is_refused_and_wri
             order_id=order_id,
         )
     assert refused.value.code is ErrorCode.UNAUTHENTICATED
-    assert await store.get_order(order_id) is None
+    assert await store.orders.get_order(order_id) is None
     after = await store.get_resource(resource.id)
     assert after is not None and after.locked_by_order_id is None
     result = await transfers.result(order_id)
@@ -293,7 +293,7 @@ async def test_a_direct_start_without_a_valid_attestation_opens_no_order(
     result = await asyncio.wait_for(handle.result(), timeout=30)
     assert result.status is None and result.refusal is not None
     assert result.refusal.code is ErrorCode.UNAUTHENTICATED
-    assert await store.get_order(order_id) is None
+    assert await store.orders.get_order(order_id) is None
     after = await store.get_resource(resource.id)
     assert after is not None and after.locked_by_order_id is None and after.owner_account_id == source.id
     attributes = (await handle.describe()).typed_search_attributes
@@ -359,7 +359,7 @@ async def test_initiate_is_idempotent_by_order_id(
         )
     )
     assert first == second
-    order = await store.get_order(order_id)
+    order = await store.orders.get_order(order_id)
     assert order is not None and len([e for e in order.events if e.action is Action.INITIATE]) == 1
 
 
@@ -386,7 +386,7 @@ async def test_reject_by_the_destination(transfers: TransferClient, factory: Fac
     _, destination, state = await open_order(transfers, factory)
     rejected = await transfers.reject(state.order_id, root(destination), reason="not ours")
     assert rejected.status is OrderStatus.REJECTED
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and order.status is OrderStatus.REJECTED
     assert order.events[-1].action is Action.REJECT and order.events[-1].actor_account_id == destination.id
     assert order.events[-1].reason == "not ours"
@@ -417,7 +417,7 @@ async def test_a_wrong_party_is_refused_and_only_its_refusal_is_recorded(
         "destination": root(destination),
         "stranger": root(await factory.account()),
     }
-    order_before = await store.get_order(state.order_id)
+    order_before = await store.orders.get_order(state.order_id)
     assert order_before is not None
     with pytest.raises(TransferError) as refused:
         if action == "confirm":
@@ -449,7 +449,7 @@ async def test_validators_refuse_a_ram_user_before_anything_is_written(
     ram_user = Principal(kind=PrincipalKind.RAM_USER, account_id=account.id, ram_user_id="ops")
     handle = transfers.handle(state.order_id)
     before = await history_event_types(handle)
-    order_before = await store.get_order(state.order_id)
+    order_before = await store.orders.get_order(state.order_id)
     with pytest.raises(TransferError) as refused:
         if action == "confirm":
             await transfers.confirm(state.order_id, ram_user)
@@ -459,7 +459,7 @@ async def test_validators_refuse_a_ram_user_before_anything_is_written(
             await transfers.reject(state.order_id, ram_user)
     assert refused.value.code is ErrorCode.RAM_USER_NOT_ALLOWED
     assert await history_event_types(handle) == before
-    assert await store.get_order(state.order_id) == order_before
+    assert await store.orders.get_order(state.order_id) == order_before
     assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
 
 
@@ -469,14 +469,14 @@ async def test_confirm_without_the_agreement_is_refused(
     _, destination, state = await open_order(transfers, factory)
     handle = transfers.handle(state.order_id)
     before = await history_event_types(handle)
-    order_before = await store.get_order(state.order_id)
+    order_before = await store.orders.get_order(state.order_id)
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update(
             UPDATES["confirm"], confirm_request(state.order_id, root(destination), agreement_accepted=False)
         )
     assert from_update(refused.value).code is ErrorCode.AGREEMENT_NOT_ACCEPTED
     assert await history_event_types(handle) == before
-    assert await store.get_order(state.order_id) == order_before
+    assert await store.orders.get_order(state.order_id) == order_before
     assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
 
 
@@ -488,7 +488,7 @@ async def test_a_running_vpc_instance_refuses_the_confirm_and_the_order_stays_pe
         await transfers.confirm(state.order_id, root(destination))
     assert refused.value.code is ErrorCode.INSTANCE_NOT_STOPPED
     assert (await transfers.state(state.order_id)).status is OrderStatus.PENDING
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and order.status is OrderStatus.PENDING
     refusal = order.events[-1]
     assert (refusal.action, refusal.outcome, refusal.code, refusal.actor_account_id) == (
@@ -564,7 +564,7 @@ async def test_an_update_without_a_valid_attestation_is_refused_and_changes_noth
     source, destination, state = await open_order(transfers, factory)
     handle = transfers.handle(state.order_id)
     history_before = await history_event_types(handle)
-    order_before = await store.get_order(state.order_id)
+    order_before = await store.orders.get_order(state.order_id)
     assert order_before is not None
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         request = untrusted(action, how, state.order_id, source, destination)
@@ -602,7 +602,7 @@ async def test_exactly_one_of_confirm_cancel_and_reject_wins(
         OrderStatus.REJECTED: OrderStatus.REJECTED,
     }
     assert winners[0].status is not None and final.status is expected[winners[0].status]
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None
     decisions = [e for e in order.events if e.action in (Action.CONFIRM, Action.CANCEL, Action.REJECT)]
     assert len([e for e in decisions if e.outcome is Outcome.ACCEPTED]) == 1
@@ -611,7 +611,7 @@ async def test_exactly_one_of_confirm_cancel_and_reject_wins(
 async def order_with_events(store: Stores, order_id: str, *, count: int) -> Order:
     """The order once it has `count` events: signals are not answered, so their effect is polled."""
     for _ in range(200):
-        order = await store.get_order(order_id)
+        order = await store.orders.get_order(order_id)
         assert order is not None
         if len(order.events) >= count:
             return order
@@ -730,7 +730,7 @@ async def test_a_failure_after_ownership_moved_is_compensated(
     assert resource is not None
     assert resource.owner_account_id == source.id
     assert resource.locked_by_order_id is None
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and order.status is OrderStatus.FAILED
     steps = {step.name: step for step in order.steps}
     assert steps[StepName.BILLING_HANDOFF].status is StepStatus.FAILED
@@ -813,7 +813,7 @@ async def test_a_window_that_closed_while_the_order_opened_expires_it_at_once(
         assert (await transfers.result(state.order_id)).status is OrderStatus.EXPIRED
     resource = await store.get_resource(state.resource_id)
     assert resource is not None and resource.locked_by_order_id is None
-    order = await store.get_order(state.order_id)
+    order = await store.orders.get_order(state.order_id)
     assert order is not None and order.status is OrderStatus.EXPIRED
     expiry = order.events[-1]
     assert (expiry.action, expiry.outcome, expiry.actor_account_id) == (Action.EXPIRE, Outcome.ACCEPTED, None)

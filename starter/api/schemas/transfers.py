@@ -18,7 +18,6 @@ from domain.models import (
     OrderStatus,
     Outcome,
     Product,
-    StepName,
     StepStatus,
 )
 from starter.api.schemas.common import (
@@ -135,7 +134,7 @@ class BatchOut(Body):
 
 
 class StepOut(Body):
-    name: StepName
+    name: str
     status: StepStatus
     started_at: datetime
     finished_at: datetime | None

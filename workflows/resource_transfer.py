@@ -58,6 +58,9 @@ ACTIVITY_TIMEOUT = timedelta(seconds=5)
 RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30)
 )
+# Patch ids (README "Changing the workflow"): each names a change that runs of an older version replay
+# around.
+OPEN_ORDER_LOCALLY = "open-order-locally"
 # Past this many refusals of one actor and action, further ones are counted, not recorded (SPEC §5).
 RECORDED_REFUSALS = 10
 
@@ -97,10 +100,11 @@ class ResourceTransfer:
     ) -> Any:
         """Every activity with the same options. The hand-off's steps are local activities (a few
         millisecond transactions on the worker's own database: one marker event each, no round trip
-        through the task queue). What answers a message (open, confirm, cancel, reject, a refusal) is a
-        regular activity, so that its result is in the history before the handler goes on: a signal
-        that arrives while local activities run cannot make the server refuse the workflow task that
-        holds an update's acceptance. An operator's cancel waits for the activity in hand to finish (it
+        through the task queue), and so is the opening, which runs before any handler can act. What
+        answers a message in a handler (confirm, cancel, reject, a refusal) is a regular activity, so
+        that its result is in the history before the handler goes on: a signal that arrives while local
+        activities run cannot make the server refuse the workflow task that holds an update's
+        acceptance. An operator's cancel waits for the activity in hand to finish (it
         cannot see the cancel), so the clean-up acts on the database as it is; an activity that finished
         despite the cancel still ends the run (from the run's own path: a handler's exception would fail
         the workflow task instead)."""
@@ -247,7 +251,9 @@ class ResourceTransfer:
                     expires_at=self._state.expires_at,
                 ),
                 summary="open order: rules, source verification, lock",
-                answers_a_message=True,
+                # v3 opens in a local activity: the `opened` update answers from the run's first
+                # workflow task (5 events and a task-queue round trip fewer). Runs of v2 replay theirs.
+                answers_a_message=not workflow.patched(OPEN_ORDER_LOCALLY),
             )
         except ACTIVITY_FAILURES as error:
             self._refuse(from_activity(error))

@@ -48,7 +48,7 @@ from workflows.resource_transfer import ResourceTransfer
 
 HERE = Path(__file__).parent
 # The version whose histories `make histories` records by default: the workflow as it is now.
-CURRENT_VERSION = "v2"
+CURRENT_VERSION = "v3"
 # Every path a run can take (SPEC §4, §5); the replay test fails when the current version lacks one.
 PATHS = (
     "completed",

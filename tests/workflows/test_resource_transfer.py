@@ -9,17 +9,21 @@ directly could send.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.models import OpenOrderInput, OpenOrderResult
 from activities.order_transactions import StepName
 from domain.attestation import derive_key
 from domain.codes import ErrorCode
@@ -46,6 +50,7 @@ from tests.factory import (
     fresh_id,
     root,
     signed,
+    transfer_activities,
     transfer_client,
 )
 from tests.stores import Stores
@@ -818,3 +823,55 @@ async def test_a_window_that_closed_while_the_order_opened_expires_it_at_once(
     expiry = order.events[-1]
     assert (expiry.action, expiry.outcome, expiry.actor_account_id) == (Action.EXPIRE, Outcome.ACCEPTED, None)
     assert expiry.at == order.expires_at
+
+
+async def test_signals_that_arrive_while_the_order_opens_keep_its_answer(
+    dev_env: WorkflowEnvironment, factory: Factory, store: Stores
+) -> None:
+    """Since v3 the order opens in a local activity, in the run's first workflow task with the `opened`
+    update's acceptance. Signals that land meanwhile (refused: nothing is open yet) must not lose that
+    answer, open the order twice or leave it half open."""
+    real = transfer_activities(store)
+
+    @activity.defn(name="open_order")
+    async def slow_open_order(input: OpenOrderInput) -> OpenOrderResult:
+        await asyncio.sleep(1)  # long enough for the signals below to land inside the task
+        return await real.open_order(input)
+
+    task_queue = fresh_id("tq")
+    activities = [a for a in real.all() if getattr(a, "__name__", "") != "open_order"]
+    async with Worker(
+        dev_env.client,
+        task_queue=task_queue,
+        workflows=[ResourceTransfer],
+        activities=[*activities, slow_open_order],
+    ):
+        transfers = transfer_client(dev_env.client, task_queue)
+        source, destination = await parties(factory)
+        resource = await factory.resource(source)
+        order_id = fresh_id("to")
+        opening = asyncio.create_task(
+            transfers.initiate(
+                initiator=root(source),
+                destination_account_id=destination.id,
+                resource_id=resource.id,
+                order_id=order_id,
+            )
+        )
+        landed = 0
+        handle = transfers.handle(order_id)
+        while not opening.done():
+            with contextlib.suppress(RPCError):  # before the run exists
+                await handle.signal("cancel", untrusted("cancel", "missing", order_id, source, destination))
+                landed += 1
+            await asyncio.sleep(0.05)
+        state = await opening
+
+        assert landed > 0
+        assert state.status is OrderStatus.PENDING
+        order = await assert_still_pending(transfers, store, state, source)
+        # Opened once; a signal handled after the opening is a recorded refusal, one before it only logged.
+        opened, *refused = [(e.action, e.outcome, e.actor_account_id, e.code) for e in order.events]
+        assert opened == (Action.INITIATE, Outcome.ACCEPTED, source.id, None)
+        assert len(refused) <= landed
+        assert set(refused) <= {(Action.CANCEL, Outcome.REFUSED, None, ErrorCode.UNAUTHENTICATED)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -79,12 +79,13 @@ class OrderStore:
         *,
         account_ids: set[str],
         role: Role | None,
-        status: OrderStatus | None,
+        statuses: Collection[OrderStatus] | None,
         limit: int,
         after: tuple[datetime, str] | None,
     ) -> tuple[list[Order], bool]:
-        """Orders whose source (or destination, or either when role is None) is one of the accounts,
-        newest first, after the (created_at, order_id) key `after`; and whether more follow."""
+        """Orders whose source (or destination, or either when role is None) is one of the accounts, in
+        one of `statuses` (None: any), newest first, after the (created_at, order_id) key `after`; and
+        whether more follow."""
         if not account_ids:
             return [], False
         as_source = OrderRow.source_account_id.in_(account_ids)
@@ -95,8 +96,8 @@ class OrderStore:
             None: or_(as_source, as_destination),
         }
         query = select(OrderRow).where(party[role])
-        if status is not None:
-            query = query.where(OrderRow.status == status)
+        if statuses is not None:
+            query = query.where(OrderRow.status.in_(statuses))
         if after is not None:
             created_at, order_id = after
             query = query.where(

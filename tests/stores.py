@@ -7,6 +7,7 @@ and adds the reads and the two calls (instance status, a keyed charge) that test
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -83,14 +84,18 @@ class Stores:
         *,
         account_ids: set[str],
         role: Role | None,
-        status: OrderStatus | None,
+        statuses: Collection[OrderStatus] | None,
         limit: int,
         cursor: str | None,
     ) -> tuple[list[Order], str | None]:
         after = decode_cursor(cursor) if cursor is not None else None
         async with self.db.read() as session:
             page, more = await OrderStore(session).page(
-                account_ids=account_ids, role=role, status=status, limit=limit, after=after
+                account_ids=account_ids,
+                role=role,
+                statuses=statuses,
+                limit=limit,
+                after=after,
             )
         return page, encode_cursor(page[-1].created_at, page[-1].order_id) if more else None
 

@@ -278,7 +278,7 @@ async def test_initiate_confirm_show_list_through_the_cli(operator: Operator) ->
     assert "pending" in opened.output
     assert_clean(opened)
     orders, _ = await operator.store.list_orders(
-        account_ids={alice.id}, role=Role.SOURCE, status=None, limit=10, cursor=None
+        account_ids={alice.id}, role=Role.SOURCE, statuses=None, limit=10, cursor=None
     )
     assert [o.resource_id for o in orders] == [ecs.id]
     order_id = orders[0].order_id
@@ -345,7 +345,7 @@ async def test_reject_and_cancel_batches(operator: Operator) -> None:
     )
     assert opened.exit_code == 0, opened.output
     orders, _ = await operator.store.list_orders(
-        account_ids={alice.id}, role=Role.SOURCE, status=None, limit=10, cursor=None
+        account_ids={alice.id}, role=Role.SOURCE, statuses=None, limit=10, cursor=None
     )
     ids = sorted(o.order_id for o in orders)
     assert len(ids) == 3

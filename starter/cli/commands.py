@@ -703,7 +703,7 @@ def list_orders(
             orders, next_cursor = await service.list(
                 principal,
                 role=role,
-                status=status,
+                statuses=None if status is None else {status},
                 limit=limit,
                 cursor=cursor,
             )

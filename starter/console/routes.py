@@ -161,15 +161,12 @@ async def orders_tab(
     if tab not in ORDER_TABS:
         raise TransferError(ErrorCode.NOT_FOUND)
     role, statuses = ORDER_TABS[tab]
-    # The status asked for when the tab shows it; a tab of one status always asks for that one.
-    only = status if statuses is None or status in statuses else None
-    if statuses is not None and len(statuses) == 1:
-        (only,) = statuses
+    # The status asked for when the tab shows it, else every status of the tab: filtered by the query,
+    # so each page is full.
+    asked = {status} if status is not None and (statuses is None or status in statuses) else statuses
     orders, next_cursor = await state.services.transfers.list(
-        principal, role=role, status=only, limit=20, cursor=cursor
+        principal, role=role, statuses=asked, limit=20, cursor=cursor
     )
-    if statuses is not None and only is None:
-        orders = [o for o in orders if o.status in statuses]
     return _page(
         request,
         "orders.html",

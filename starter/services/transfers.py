@@ -8,7 +8,7 @@ the workflows (TransferClient); reads come from the read model (store.orders).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import TypeVar
 from uuid import uuid4
@@ -350,19 +350,20 @@ class TransferService:
         principal: Principal,
         *,
         role: Role | None = None,
-        status: OrderStatus | None = None,
+        statuses: Collection[OrderStatus] | None = None,
         limit: int = 20,
         cursor: str | None = None,
         organization: bool = False,
     ) -> tuple[list[Order], str | None]:
-        """The caller's orders, or with `organization` its members' (management account only), newest
-        first, each with its steps and events, and the cursor of the next page."""
+        """The caller's orders in one of `statuses` (None: any), or with `organization` its members'
+        (management account only), newest first, each with its steps and events, and the cursor of the
+        next page."""
         if limit < 1:
             raise TransferError(ErrorCode.VALIDATION_ERROR, "limit must be at least 1")
         after = decode_cursor(cursor) if cursor is not None else None
         accounts = await self._managed(principal) if organization else {principal.account_id}
         async with self._db.read() as session:
             page, more = await OrderStore(session).page(
-                account_ids=accounts, role=role, status=status, limit=limit, after=after
+                account_ids=accounts, role=role, statuses=statuses, limit=limit, after=after
             )
         return page, encode_cursor(page[-1].created_at, page[-1].order_id) if more else None

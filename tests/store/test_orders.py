@@ -317,7 +317,7 @@ async def test_list_orders_pages_newest_first(store: Stores) -> None:
                 return ids
         raise AssertionError("pagination does not end")
 
-    assert await every_page(account_ids={"b"}, role=None, status=None) == [
+    assert await every_page(account_ids={"b"}, role=None, statuses=None) == [
         "o-7",
         "o-6",
         "o-5",
@@ -325,28 +325,32 @@ async def test_list_orders_pages_newest_first(store: Stores) -> None:
         "o-2",
         "o-1",
     ]
-    assert await every_page(account_ids={"b"}, role="source", status=None) == ["o-6", "o-2"]
-    assert await every_page(account_ids={"b"}, role="destination", status=None) == [
+    assert await every_page(account_ids={"b"}, role="source", statuses=None) == ["o-6", "o-2"]
+    assert await every_page(account_ids={"b"}, role="destination", statuses=None) == [
         "o-7",
         "o-5",
         "o-3",
         "o-1",
     ]
-    assert await every_page(account_ids={"a", "c"}, role="source", status=OrderStatus.PENDING) == [
+    assert await every_page(account_ids={"a", "c"}, role="source", statuses={OrderStatus.PENDING}) == [
         "o-7",
         "o-4",
         "o-3",
         "o-1",
     ]
-    assert await every_page(account_ids={"a"}, role=None, status=OrderStatus.CANCELLED) == ["o-5"]
-    assert await every_page(account_ids=set(), role=None, status=None) == []
+    assert await every_page(account_ids={"a"}, role=None, statuses={OrderStatus.CANCELLED}) == ["o-5"]
+    assert await every_page(account_ids=set(), role=None, statuses=None) == []
+    # Several statuses (the console's "My Confirmed Resource Transfers": all but pending), full pages.
+    not_pending = set(OrderStatus) - {OrderStatus.PENDING}
+    await store.orders.decide("o-1", status=OrderStatus.REJECTED, at=NOW, actor_account_id="b")
+    assert await every_page(account_ids={"b"}, role="destination", statuses=not_pending) == ["o-5", "o-1"]
     everything, cursor = await store.list_orders(
-        account_ids={"a", "b", "c", "d"}, role=None, status=None, limit=100, cursor=None
+        account_ids={"a", "b", "c", "d"}, role=None, statuses=None, limit=100, cursor=None
     )
     assert len(everything) == 7 and cursor is None
     for bad in ("!!!", "bm90IGpzb24", "WzFd", "WyJ4IiwieSJd"):
         with pytest.raises(TransferError) as refused:
-            await store.list_orders(account_ids={"a"}, role=None, status=None, limit=2, cursor=bad)
+            await store.list_orders(account_ids={"a"}, role=None, statuses=None, limit=2, cursor=bad)
         assert refused.value.code is ErrorCode.VALIDATION_ERROR
 
 

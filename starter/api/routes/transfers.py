@@ -53,7 +53,7 @@ async def order_list(
     orders, next_cursor = await service.list(
         principal,
         role=query.role,
-        status=query.status,
+        statuses=None if query.status is None else {query.status},
         limit=query.limit,
         cursor=query.cursor,
         organization=organization,

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck histories screenshots clean
+.PHONY: install run test check lint typecheck histories screenshots bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ screenshots: install
 # Record the histories of a new workflow version for the replay test (never overwrites a version).
 histories: install
 	$(BIN)/python -m tests.histories.record $(VERSION)
+
+# The benchmark (bench/run.py): one table, also written to build/bench.json. BENCH_N, BENCH_PARKED,
+# BENCH_PROBE and BENCH_LATENCY_SAMPLES choose smaller sizes for a quick run.
+bench: install
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

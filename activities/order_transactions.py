@@ -8,9 +8,14 @@ Refusals raise domain.refusals.TransferError.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain import rules
 from domain.clock import now
@@ -47,6 +52,18 @@ class StepName(StrEnum):
     OWNERSHIP_RESTORE = "ownership_restore"
 
 
+@dataclass(frozen=True)
+class StepAttempt:
+    """One attempt of a step of the order's detailed procedure, recorded by the transaction that does its
+    work, so that a step shows done exactly when its work has committed. `finished_at` None: the commit's
+    time."""
+
+    name: StepName
+    started_at: datetime
+    attempt: int
+    finished_at: datetime | None = None
+
+
 DECISIONS = {
     OrderStatus.TRANSFERRING: Action.CONFIRM,
     OrderStatus.CANCELLED: Action.CANCEL,
@@ -59,6 +76,24 @@ ENDINGS = {OrderStatus.COMPLETED: Action.COMPLETE, OrderStatus.FAILED: Action.FA
 class OrderTransactions:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    @asynccontextmanager
+    async def _unit(self, order_id: str, steps: Sequence[StepAttempt] = ()) -> AsyncIterator[AsyncSession]:
+        """One write transaction that also records `steps` as succeeded. A refusal rolls the work back
+        and records, in a transaction of its own, the last step failed with it (the ones before it done)."""
+        try:
+            async with self._db.write() as session:
+                yield session
+                await _record_steps(OrderStore(session), order_id, steps)
+        except TransferError as error:
+            if steps:
+                async with self._db.write() as session:
+                    await _record_steps(OrderStore(session), order_id, steps, error=error.refusal)
+            raise
+
+    async def order_status(self, order_id: str) -> OrderStatus | None:
+        async with self._db.read() as session:
+            return await OrderStore(session).status(order_id)
 
     async def get_order(self, order_id: str) -> Order | None:
         async with self._db.read() as session:
@@ -87,10 +122,13 @@ class OrderTransactions:
         created_at: datetime,
         expires_at: datetime,
         actor_account_id: str,
+        steps: Sequence[StepAttempt] = (),
     ) -> Order:
-        """The account and resource rules under the source's row lock, the resource lock, a pending order.
+        """The account and resource rules under the source's row lock, the resource lock, a pending order,
+        and the `steps` that led to it.
 
-        An existing order_id is answered unchanged, without checking the rules again.
+        An existing order_id is answered unchanged, without checking the rules again, if it is the same
+        order (resource and accounts); another order's id is refused.
         """
         async with self._db.write() as session:
             orders, resources = OrderStore(session), ResourceStore(session)
@@ -98,6 +136,9 @@ class OrderTransactions:
                 source_account_id, destination_account_id, excluding=order_id, lock=True
             )
             if (existing := await orders.get(order_id)) is not None:
+                theirs = (existing.resource_id, existing.source_account_id, existing.destination_account_id)
+                if theirs != (resource_id, source_account_id, destination_account_id):
+                    raise TransferError(ErrorCode.VALIDATION_ERROR, "the order id belongs to another order")
                 return existing
             if pair is None:
                 raise TransferError(ErrorCode.VALIDATION_ERROR, "unknown account")
@@ -131,6 +172,8 @@ class OrderTransactions:
                 outcome=Outcome.ACCEPTED,
             )
             await orders.add_event(f"{order_id}:{Action.INITIATE}", order_id, initiated)
+            # Only now: a refused initiate has no order to record steps of.
+            await _record_steps(orders, order_id, steps)
             return await _must(orders, order_id)
 
     async def confirmation_refusal(self, order_id: str, *, at: datetime) -> Refusal | None:
@@ -150,6 +193,7 @@ class OrderTransactions:
         actor_account_id: str | None,
         receiving_config: ReceivingConfig | None = None,
         reason: str | None = None,
+        steps: Sequence[StepAttempt] = (),
     ) -> Order:
         """A pending order becomes transferring (confirm) or cancelled / rejected / expired.
 
@@ -171,7 +215,7 @@ class OrderTransactions:
             outcome=Outcome.ACCEPTED,
             reason=reason,
         )
-        return await self._transition(order_id, OrderStatus.PENDING, values, event)
+        return await self._transition(order_id, OrderStatus.PENDING, values, event, steps)
 
     async def finish(
         self, order_id: str, *, status: OrderStatus, at: datetime, failure: Refusal | None = None
@@ -220,7 +264,7 @@ class OrderTransactions:
         """Whether the order's resource is the destination's now (its ownership change has committed and
         not been restored)."""
         async with self._db.read() as session:
-            order = await OrderStore(session).get(order_id)
+            order = await OrderStore(session).get(order_id, history=False)
             resource = await ResourceStore(session).get(order.resource_id) if order else None
         return (
             order is not None
@@ -231,7 +275,7 @@ class OrderTransactions:
     async def release_lock_of_closed(self, order_id: str) -> None:
         """Releases the lock an order holds once the order is closed (never an open order's)."""
         async with self._db.write() as session:
-            order = await OrderStore(session).get(order_id, lock=True)
+            order = await OrderStore(session).get(order_id, lock=True, history=False)
             if order is not None and order.status.is_terminal:
                 await ResourceStore(session).release_lock(order_id)
 
@@ -252,21 +296,23 @@ class OrderTransactions:
 
     # -- hand-off and compensation: the order must be transferring ------------------------------
 
-    async def reassign_ownership(self, order_id: str, *, at: datetime | None = None) -> None:
+    async def reassign_ownership(
+        self, order_id: str, *, at: datetime | None = None, step: StepAttempt | None = None
+    ) -> None:
         """The resource passes from the source to the destination, and billing cuts over in the same
         transaction (SPEC §4: at the moment the ownership change is committed: by default the time read
         once the resource's row is held by the change; a retry keeps the first). Its status is
         untouched: a VPC ECS instance stays stopped."""
-        await self._move(order_id, to_destination=True, at=at)
+        await self._move(order_id, to_destination=True, at=at, step=step)
 
-    async def restore_ownership(self, order_id: str) -> None:
+    async def restore_ownership(self, order_id: str, *, step: StepAttempt | None = None) -> None:
         """The resource goes back to the source if the destination holds it."""
-        await self._move(order_id, to_destination=False)
+        await self._move(order_id, to_destination=False, step=step)
 
-    async def hand_off_billing(self, order_id: str) -> None:
+    async def hand_off_billing(self, order_id: str, *, step: StepAttempt | None = None) -> None:
         """Confirms the billing hand-off that the ownership change started: the destination must be able
         to pay (a frozen one refuses it, ACCOUNT_FROZEN, and the hand-off is compensated)."""
-        async with self._db.write() as session:
+        async with self._unit(order_id, _one(step)) as session:
             orders = OrderStore(session)
             order = await _transferring(orders, order_id)
             if not await orders.handed_off(order_id):
@@ -275,17 +321,17 @@ class OrderTransactions:
             if destination is None or destination.frozen:
                 raise TransferError(ErrorCode.ACCOUNT_FROZEN)
 
-    async def restore_billing(self, order_id: str, *, at: datetime) -> None:
+    async def restore_billing(self, order_id: str, *, at: datetime, step: StepAttempt | None = None) -> None:
         """Reverts the billing hand-off, once; without a hand-off there is nothing to revert."""
-        async with self._db.write() as session:
+        async with self._unit(order_id, _one(step)) as session:
             orders = OrderStore(session)
             await _transferring(orders, order_id)
             await orders.revert_handoff(order_id, at=at)
 
-    async def apply_receiving_config(self, order_id: str) -> None:
+    async def apply_receiving_config(self, order_id: str, *, step: StepAttempt | None = None) -> None:
         """Writes the confirm's receiving_config onto the resource: its resource group, and its tags
         merged over the resource's (a key it names takes the new value)."""
-        async with self._db.write() as session:
+        async with self._unit(order_id, _one(step)) as session:
             orders, resources = OrderStore(session), ResourceStore(session)
             order = await _transferring(orders, order_id)
             stored = await orders.receiving_config(order_id)
@@ -302,8 +348,15 @@ class OrderTransactions:
                 changes["tags"] = {**resource.tags, **config.tags}
             await resources.change(resource.id, changes)
 
-    async def _move(self, order_id: str, *, to_destination: bool, at: datetime | None = None) -> None:
-        async with self._db.write() as session:
+    async def _move(
+        self,
+        order_id: str,
+        *,
+        to_destination: bool,
+        at: datetime | None = None,
+        step: StepAttempt | None = None,
+    ) -> None:
+        async with self._unit(order_id, _one(step)) as session:
             orders = OrderStore(session)
             order = await _transferring(orders, order_id)
             source, destination = order.source_account_id, order.destination_account_id
@@ -324,13 +377,18 @@ class OrderTransactions:
                 raise TransferError(ErrorCode.RESOURCE_NOT_FOUND)
 
     async def _transition(
-        self, order_id: str, from_status: OrderStatus, values: dict[str, Any], event: Event
+        self,
+        order_id: str,
+        from_status: OrderStatus,
+        values: dict[str, Any],
+        event: Event,
+        steps: Sequence[StepAttempt] = (),
     ) -> Order:
         """Moves the order from `from_status` to values["status"] if no one else moved it first."""
         to_status: OrderStatus = values["status"]
-        async with self._db.write() as session:
+        async with self._unit(order_id, steps) as session:
             orders = OrderStore(session)
-            order = await orders.get(order_id, lock=True)
+            order = await orders.get(order_id, lock=True, history=False)
             if order is None:
                 raise TransferError(ErrorCode.ORDER_NOT_FOUND)
             if order.status is from_status and to_status is OrderStatus.TRANSFERRING:
@@ -352,7 +410,7 @@ async def _confirmation_refusal(session: Any, order_id: str, *, at: datetime, lo
     """The facts of rules.confirmation_refusal; with `lock` the resource's row is locked (a start of the
     instance locks it too, so the two serialize)."""
     orders = OrderStore(session)
-    order = await orders.get(order_id)
+    order = await orders.get(order_id, history=False)
     if order is None:
         return refusal(ErrorCode.ORDER_NOT_FOUND)
     pair = await orders.account_pair(
@@ -363,9 +421,29 @@ async def _confirmation_refusal(session: Any, order_id: str, *, at: datetime, lo
     return rules.confirmation_refusal(pair, resource, order_id=order_id, now=at)
 
 
+def _one(step: StepAttempt | None) -> Sequence[StepAttempt]:
+    return () if step is None else (step,)
+
+
+async def _record_steps(
+    orders: OrderStore, order_id: str, steps: Sequence[StepAttempt], *, error: Refusal | None = None
+) -> None:
+    """The steps done, or with `error` the last one failed with it."""
+    at = now()
+    for index, step in enumerate(steps):
+        await orders.record_step(
+            order_id,
+            step.name,
+            started_at=step.started_at,
+            finished_at=step.finished_at or at,
+            attempts=step.attempt,
+            error=error if index == len(steps) - 1 else None,
+        )
+
+
 async def _transferring(orders: OrderStore, order_id: str) -> Order:
     """The order, row-locked, if it is transferring: the hand-off steps run only then."""
-    order = await orders.get(order_id, lock=True)
+    order = await orders.get(order_id, lock=True, history=False)
     if order is None:
         raise TransferError(ErrorCode.ORDER_NOT_FOUND)
     if order.status is not OrderStatus.TRANSFERRING:

@@ -7,8 +7,7 @@ SPEC code (workflows.refusals); anything else (a database outage) is retried by 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +26,7 @@ from activities.models import (
     OrderStepInput,
     RecordRefusalInput,
 )
-from activities.order_transactions import OrderTransactions, StepName
+from activities.order_transactions import OrderTransactions, StepAttempt, StepName
 from domain.attestation import attestation_refusal, too_late_refusal
 from domain.clock import now
 from domain.codes import ErrorCode
@@ -44,7 +43,7 @@ class TransferActivities:
         self._orders = orders
         self._attestation_key = attestation_key
 
-    def _attested(
+    async def _attested(
         self,
         attested: Attested,
         *,
@@ -52,8 +51,11 @@ class TransferActivities:
         order_id: str,
         resource_id: str | None = None,
         destination_account_id: str | None = None,
+        done: OrderStatus | None = None,
     ) -> Principal:
-        """The principal the message acts for, once its attestation holds (domain.attestation)."""
+        """The principal the message acts for, once its attestation holds (domain.attestation). Past
+        its time to act, a retry whose first attempt already committed (the order is `done`) still
+        holds: it changes nothing, and its run must learn that the order moved."""
         refused = attestation_refusal(
             attested.attestation,
             self._attestation_key,
@@ -67,20 +69,17 @@ class TransferActivities:
         if refused is not None:
             raise TransferError.of(refused)
         assert attested.attestation is not None
-        if (late := too_late_refusal(attested.attestation, now())) is not None:
+        late = too_late_refusal(attested.attestation, now())
+        if late is not None and (done is None or await self._orders.order_status(order_id) is not done):
             raise TransferError.of(late)
         return attested.attestation.principal
 
-    @asynccontextmanager
-    async def _step(self, order_id: str, name: StepName) -> AsyncIterator[None]:
-        """Records one step of the order's detailed procedure around its work."""
-        await self._orders.start_step(order_id, name, at=now(), attempt=activity.info().attempt)
-        try:
-            yield
-        except TransferError as error:
-            await self._orders.finish_step(order_id, name, at=now(), error=error.refusal)
-            raise
-        await self._orders.finish_step(order_id, name, at=now())
+    @staticmethod
+    def _attempt(name: StepName, started_at: datetime, finished_at: datetime | None = None) -> StepAttempt:
+        """This attempt of a step, for the transaction that does its work to record."""
+        return StepAttempt(
+            name=name, started_at=started_at, attempt=activity.info().attempt, finished_at=finished_at
+        )
 
     def _log(self, order_id: str) -> structlog.stdlib.BoundLogger:
         info = activity.info()
@@ -102,31 +101,18 @@ class TransferActivities:
         """
         started = now()
         try:
-            principal = self._attested(
+            principal = await self._attested(
                 input.attested,
                 action=Action.INITIATE,
                 order_id=input.order_id,
                 resource_id=input.resource_id,
                 destination_account_id=input.destination_account_id,
+                done=OrderStatus.PENDING,
             )
             if principal.account_id != input.source_account_id:
                 raise TransferError(
                     ErrorCode.UNAUTHENTICATED, "Refused: the attestation is for another source"
                 )
-            existing = await self._orders.get_order(input.order_id)
-            if existing is not None:
-                if (existing.resource_id, existing.source_account_id, existing.destination_account_id) != (
-                    input.resource_id,
-                    input.source_account_id,
-                    input.destination_account_id,
-                ):
-                    raise TransferError(ErrorCode.VALIDATION_ERROR, "the order id belongs to another order")
-                return OpenOrderResult(product=existing.product)
-            account_refusal = await self._orders.account_refusal(
-                input.source_account_id, input.destination_account_id
-            )
-            if account_refusal is not None:
-                raise TransferError.of(account_refusal)
             verified = now()
             order = await self._orders.open_order(
                 order_id=input.order_id,
@@ -137,18 +123,15 @@ class TransferActivities:
                 created_at=input.created_at,
                 expires_at=input.expires_at,
                 actor_account_id=input.source_account_id,
+                # One transaction: the order (or the one a retry adopts) and the steps that led to it.
+                steps=(
+                    self._attempt(StepName.SOURCE_VERIFICATION, started, verified),
+                    self._attempt(StepName.OPEN_ORDER, verified),
+                ),
             )
         except TransferError as error:
             self._log(input.order_id).info("initiate refused", code=error.code)
             raise application_error(error.refusal) from error
-        # The order row exists only now: record the two steps that led to it.
-        attempt = activity.info().attempt
-        await self._orders.start_step(
-            input.order_id, StepName.SOURCE_VERIFICATION, at=started, attempt=attempt
-        )
-        await self._orders.finish_step(input.order_id, StepName.SOURCE_VERIFICATION, at=verified)
-        await self._orders.start_step(input.order_id, StepName.OPEN_ORDER, at=verified, attempt=attempt)
-        await self._orders.finish_step(input.order_id, StepName.OPEN_ORDER, at=now())
         self._log(input.order_id).info("order opened", resource_id=input.resource_id)
         return OpenOrderResult(product=order.product)
 
@@ -156,23 +139,17 @@ class TransferActivities:
     async def accept_confirmation(self, input: AcceptConfirmationInput) -> None:
         """Confirm: the attestation (the destination's verification), every rule again, the stopped
         state; then transferring. A refusal records a refused event and leaves the order pending."""
-        order = await self._orders.get_order(input.order_id)
-        if order is not None and order.status is OrderStatus.TRANSFERRING:
-            return
+        if await self._orders.order_status(input.order_id) is OrderStatus.TRANSFERRING:
+            return  # a retry after the commit: done, however late it comes
         actor: str | None = None
         try:
             # Checked before anything is written: a forged confirm leaves its refused event only.
-            verified_at = now()
-            actor = self._attested(input.attested, action=Action.CONFIRM, order_id=input.order_id).account_id
-            attempt = activity.info().attempt
-            await self._orders.start_step(
-                input.order_id, StepName.DESTINATION_VERIFICATION, at=verified_at, attempt=attempt
-            )
-            await self._orders.finish_step(input.order_id, StepName.DESTINATION_VERIFICATION, at=now())
-            async with self._step(input.order_id, StepName.CONFIRMATION_CHECK):
-                refusal = await self._orders.confirmation_refusal(input.order_id, at=input.at)
-                if refusal is not None:
-                    raise TransferError.of(refusal)
+            verifying = now()
+            principal = await self._attested(input.attested, action=Action.CONFIRM, order_id=input.order_id)
+            actor = principal.account_id
+            checking = now()
+            # One transaction: every rule again under the resource's row lock, then transferring, and
+            # the two steps (a refusal records the check failed with it).
             await self._orders.decide(
                 input.order_id,
                 status=OrderStatus.TRANSFERRING,
@@ -180,6 +157,10 @@ class TransferActivities:
                 actor_account_id=actor,
                 # The configuration the attestation covers, not a copy beside it.
                 receiving_config=ConfirmRequest.model_validate(input.attested.signed).receiving_config,
+                steps=(
+                    self._attempt(StepName.DESTINATION_VERIFICATION, verifying, checking),
+                    self._attempt(StepName.CONFIRMATION_CHECK, checking),
+                ),
             )
         except TransferError as error:
             await self._refused(input.event_id, input.order_id, Action.CONFIRM, actor, error.code, input.at)
@@ -195,9 +176,10 @@ class TransferActivities:
         try:
             if input.action is not None:
                 assert input.attested is not None
-                actor = self._attested(
-                    input.attested, action=input.action, order_id=input.order_id
-                ).account_id
+                principal = await self._attested(
+                    input.attested, action=input.action, order_id=input.order_id, done=input.status
+                )
+                actor = principal.account_id
             await self._orders.decide(
                 input.order_id,
                 status=input.status,
@@ -222,7 +204,8 @@ class TransferActivities:
         actor: str | None
         code = input.code
         try:
-            actor = self._attested(input.attested, action=input.action, order_id=input.order_id).account_id
+            principal = await self._attested(input.attested, action=input.action, order_id=input.order_id)
+            actor = principal.account_id
         except TransferError as error:
             actor, code = None, error.code
         await self._refused(input.event_id, input.order_id, input.action, actor, code, input.at)
@@ -234,20 +217,21 @@ class TransferActivities:
         await self._orders.record_event(event_id=event_id, order_id=order_id, event=event)
 
     async def _run_step(self, input: OrderStepInput, name: StepName) -> None:
+        # Each step's work and its record are one transaction.
+        step = self._attempt(name, now())
         try:
-            async with self._step(input.order_id, name):
-                match name:
-                    case StepName.OWNERSHIP_REASSIGNMENT:
-                        # The moment of the commit, not of the schedule: billing cuts over then.
-                        await self._orders.reassign_ownership(input.order_id)
-                    case StepName.BILLING_HANDOFF:
-                        await self._orders.hand_off_billing(input.order_id)
-                    case StepName.RECEIVING_CONFIG:
-                        await self._orders.apply_receiving_config(input.order_id)
-                    case StepName.BILLING_RESTORE:
-                        await self._orders.restore_billing(input.order_id, at=input.at)
-                    case StepName.OWNERSHIP_RESTORE:
-                        await self._orders.restore_ownership(input.order_id)
+            match name:
+                case StepName.OWNERSHIP_REASSIGNMENT:
+                    # The moment of the commit, not of the schedule: billing cuts over then.
+                    await self._orders.reassign_ownership(input.order_id, step=step)
+                case StepName.BILLING_HANDOFF:
+                    await self._orders.hand_off_billing(input.order_id, step=step)
+                case StepName.RECEIVING_CONFIG:
+                    await self._orders.apply_receiving_config(input.order_id, step=step)
+                case StepName.BILLING_RESTORE:
+                    await self._orders.restore_billing(input.order_id, at=input.at, step=step)
+                case StepName.OWNERSHIP_RESTORE:
+                    await self._orders.restore_ownership(input.order_id, step=step)
         except TransferError as error:
             self._log(input.order_id).warning("step refused", step=name, code=error.code)
             raise application_error(error.refusal) from error

@@ -144,7 +144,7 @@ class Stack:
                 self.process.wait()
 
     def output(self) -> str:
-        texts = [p.read_text(errors="replace")[-6000:] for p in sorted(self.logs.glob("dev-*.out"))]
+        texts = [p.read_text(errors="replace")[-20000:] for p in sorted(self.logs.glob("dev-*.out"))]
         return "\n".join(texts)
 
     def demo(self) -> dict[str, Any]:

@@ -1,0 +1,527 @@
+"""`make bench`: one run on one Temporal dev server, one table (also written as JSON).
+
+1. the floor: an empty workflow's rate on this machine;
+2. the shape twin (bench.twin): no-op activities in exactly the product's history shape, its rates;
+3. the product through the HTTP API of `transfer dev`: initiate, confirm → completed, end to end, and
+   the ratios product ÷ twin;
+4. the latency of one confirm → completed, on an idle stack and under load (p50, p99);
+5. scale: initiate rate with N pending orders parked (N from BENCH_PARKED), rate(max N) ÷ rate(min N),
+   and the RSS of the process that runs the worker with the most parked;
+6. history events of each terminal path.
+
+Sizes come from the environment (`BENCH_N=200 BENCH_PARKED=100,500 make bench` for a quick run); every
+wait is bounded and the stack is stopped whatever happens. Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pyotp
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from bench.twin import EmptyWorkflow, ShapeTwin, TwinInput, TwinState, noop
+from tests.histories.record import CURRENT_VERSION
+
+T = TypeVar("T")
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+ADMIN_TOKEN = "bench-admin-" + uuid.uuid4().hex
+TWIN_QUEUE = "bench-twin"
+READY_WITHIN = 90.0
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Sizes:
+    transfers: int = _int("BENCH_N", 1000)  # the rate comparison (floor, twin, product)
+    batch: int = _int("BENCH_BATCH", 100)  # resources per initiate / orders per confirm
+    in_flight: int = _int("BENCH_IN_FLIGHT", 4)  # batches at once
+    latency_samples: int = _int("BENCH_LATENCY_SAMPLES", 20)
+    parked: tuple[int, ...] = tuple(
+        int(n) for n in os.environ.get("BENCH_PARKED", "100,1000,5000").split(",") if n
+    )
+    probe: int = _int("BENCH_PROBE", 300)  # orders initiated to measure the rate at each parked level
+    # py-spy's profile of the product's processes during its rate phase (speedscope, or `raw` stacks).
+    profile: Path | None = Path(os.environ["BENCH_PROFILE"]) if os.environ.get("BENCH_PROFILE") else None
+    profile_format: str = os.environ.get("BENCH_PROFILE_FORMAT", "speedscope")
+    out: Path = Path(os.environ.get("BENCH_OUT", str(ROOT / "build" / "bench.json")))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def bounded(items: Sequence[T], limit: int, work: Callable[[T], Awaitable[Any]]) -> list[Any]:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> Any:
+        async with gate:
+            return await work(item)
+
+    return list(await asyncio.gather(*(one(i) for i in items)))
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# --- the stack -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """`transfer dev` on a fresh data folder and free ports, its output in the folder's bench.log."""
+
+    data_dir: Path
+    api_port: int = field(default_factory=free_port)
+    temporal_port: int = field(default_factory=free_port)
+    ui_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def temporal(self) -> str:
+        return f"127.0.0.1:{self.temporal_port}"
+
+    def start(self) -> None:
+        transfer = shutil.which("transfer", path=str(Path(sys.executable).parent)) or "transfer"
+        command = [
+            transfer,
+            "dev",
+            "--no-seed",
+            f"--data-dir={self.data_dir}",
+            f"--api-port={self.api_port}",
+            f"--temporal-port={self.temporal_port}",
+            f"--ui-port={self.ui_port}",
+        ]
+        env = {**os.environ, "TRANSFER_ADMIN_TOKEN": ADMIN_TOKEN}
+        log = (self.data_dir / "bench.log").open("wb")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    async def wait_ready(self, http: httpx.AsyncClient) -> None:
+        deadline = time.monotonic() + READY_WITHIN
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"transfer dev exited: see {self.data_dir / 'bench.log'}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{self.api}/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.5)
+        raise TimeoutError("transfer dev did not become ready")
+
+    def worker_pid(self) -> int:
+        """The worker's process: `transfer dev` runs it as a child (`python -m starter.cli worker`)."""
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        for child in children.read_text().split() if children.exists() else []:
+            if b"worker" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                return int(child)
+        return self.process.pid  # a stack that runs the worker in its own process
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+# --- the product through its HTTP API ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    token: str
+    secret: str
+
+    def code(self) -> str:
+        return pyotp.TOTP(self.secret).now()
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass(frozen=True)
+class Pair:
+    source: Account
+    destination: Account
+    resource_ids: tuple[str, ...]
+
+
+class Product:
+    """Provisioning through the admin API, then the calls a backend service makes."""
+
+    def __init__(self, http: httpx.AsyncClient, temporal: Client) -> None:
+        self.http, self.temporal = http, temporal
+        self._admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    async def _post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        response = await self.http.post(path, json=body, headers=headers)
+        if response.status_code not in (200, 201):
+            raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:300]}")
+        return response.json()
+
+    async def account(self) -> Account:
+        account_id = "b-" + uuid.uuid4().hex[:16]
+        body = {
+            "id": account_id,
+            "name": account_id,
+            "kind": "individual",
+            "verified": True,
+            "entity_id": "e-" + account_id,
+            "entity_name": "Entity " + account_id,
+        }
+        made = await self._post("/v1/admin/accounts", body, self._admin)
+        return Account(id=account_id, token=made["api_token"], secret=made["mfa_secret"])
+
+    async def resource(self, owner: Account) -> str:
+        resource_id = "i-" + uuid.uuid4().hex[:16]
+        body = {
+            "id": resource_id,
+            "product": "ecs",
+            "billing": "pay_as_you_go",
+            "owner_account_id": owner.id,
+            "created_at": (datetime.now(UTC) - timedelta(days=30)).isoformat(),
+            "monthly_price": "10.00",
+            "network": "vpc",
+            "status": "stopped",
+        }
+        await self._post("/v1/admin/resources", body, self._admin)
+        return resource_id
+
+    async def pairs(self, transfers: int, batch: int) -> list[Pair]:
+        """One source and destination per batch: a TOTP code works once per account and 30 s step."""
+
+        async def pair(size: int) -> Pair:
+            source, destination = await self.account(), await self.account()
+            ids = await bounded([source] * size, 8, self.resource)
+            return Pair(source, destination, tuple(ids))
+
+        sizes = [min(batch, transfers - i) for i in range(0, transfers, batch)]
+        return await bounded(sizes, 2, pair)
+
+    async def initiate(self, pair: Pair) -> list[str]:
+        body = {
+            "destination_account_id": pair.destination.id,
+            "resource_ids": list(pair.resource_ids),
+            "agreement_accepted": True,
+            "verification": {"code": pair.source.code()},
+        }
+        answer = await self._post("/v1/transfers", body, pair.source.auth())
+        refused = [r for r in answer["results"] if "order_id" not in r]
+        if refused:
+            raise RuntimeError(f"initiate refused {len(refused)} items: {refused[0]}")
+        return [r["order_id"] for r in answer["results"]]
+
+    async def confirm(self, pair: Pair, order_ids: Sequence[str]) -> None:
+        body = {
+            "order_ids": list(order_ids),
+            "agreement_accepted": True,
+            "verification": {"code": pair.destination.code()},
+        }
+        answer = await self._post("/v1/transfers/batch/confirm", body, pair.destination.auth())
+        refused = [r for r in answer["results"] if "error" in r]
+        if refused:
+            raise RuntimeError(f"confirm refused {len(refused)} items: {refused[0]}")
+
+    async def decide(self, pair: Pair, order_id: str, action: str) -> None:
+        who = pair.source if action == "cancel" else pair.destination
+        await self._post(f"/v1/transfers/{order_id}/{action}", {}, who.auth())
+
+    async def completed(self, order_ids: Sequence[str]) -> None:
+        """Every run's end (the order completed), from Temporal: the same wait as the twin's."""
+        results = await asyncio.gather(*(self.temporal.get_workflow_handle(o).result() for o in order_ids))
+        failed = [r for r in results if r.get("status") != "completed"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} orders did not complete: {failed[0]}")
+
+    async def history_length(self, order_id: str) -> int:
+        return len((await self.temporal.get_workflow_handle(order_id).fetch_history()).events)
+
+
+# --- phases ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, key: str, label: str, value: float, unit: str, digits: int = 1) -> None:
+        self.values[key] = round(value, 3)
+        self.rows.append((label, f"{value:,.{digits}f}", unit))
+        print(f"  {label}: {value:,.{digits}f} {unit}", flush=True)
+
+
+async def timed(work: Awaitable[Any]) -> float:
+    started = time.perf_counter()
+    await work
+    return time.perf_counter() - started
+
+
+async def floor_rate(client: Client, sizes: Sizes) -> float:
+    ids = [f"empty-{uuid.uuid4().hex}" for _ in range(sizes.transfers)]
+
+    async def run(workflow_id: str) -> None:
+        await client.execute_workflow(EmptyWorkflow.run, workflow_id, id=workflow_id, task_queue=TWIN_QUEUE)
+
+    return sizes.transfers / await timed(bounded(ids, sizes.batch * sizes.in_flight, run))
+
+
+async def twin_rates(client: Client, sizes: Sizes) -> tuple[float, float, float]:
+    ids = [f"twin-{uuid.uuid4().hex}" for _ in range(sizes.transfers)]
+    in_flight = sizes.batch * sizes.in_flight
+
+    async def open_(order_id: str) -> None:
+        start = WithStartWorkflowOperation(
+            ShapeTwin.run,
+            TwinInput(
+                order_id=order_id,
+                source_account_id="twin-src",
+                destination_account_id="twin-dst",
+                resource_id=order_id,
+                confirm_window=timedelta(hours=24),
+            ),
+            id=order_id,
+            task_queue=TWIN_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        await client.execute_update_with_start_workflow(
+            "opened", start_workflow_operation=start, result_type=TwinState
+        )
+
+    async def confirm(order_id: str) -> None:
+        handle = client.get_workflow_handle(order_id)
+        await handle.execute_update("confirm", result_type=TwinState)
+        await handle.result()
+
+    opening = await timed(bounded(ids, in_flight, open_))
+    confirming = await timed(bounded(ids, in_flight, confirm))
+    n = sizes.transfers
+    return n / opening, n / confirming, n / (opening + confirming)
+
+
+@contextlib.contextmanager
+def profiled(stack: Stack, sizes: Sizes) -> Iterator[None]:
+    """py-spy records the product's worker process meanwhile (the API's: `py-spy` on `transfer dev`)."""
+    if sizes.profile is None:
+        yield
+        return
+    assert stack.process is not None
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    command = [spy, "record", "--pid", str(stack.worker_pid()), "--nonblocking", "--gil"]
+    command += ["--format", sizes.profile_format, "--output", str(sizes.profile)]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+
+
+async def product_rates(product: Product, stack: Stack, sizes: Sizes) -> tuple[float, float, float, str]:
+    pairs = await product.pairs(sizes.transfers, sizes.batch)
+    opened: dict[Pair, list[str]] = {}
+
+    async def initiate(pair: Pair) -> None:
+        opened[pair] = await product.initiate(pair)
+
+    async def confirm(pair: Pair) -> None:
+        await product.confirm(pair, opened[pair])
+        await product.completed(opened[pair])
+
+    with profiled(stack, sizes):
+        opening = await timed(bounded(pairs, sizes.in_flight, initiate))
+        confirming = await timed(bounded(pairs, sizes.in_flight, confirm))
+    n = sizes.transfers
+    return n / opening, n / confirming, n / (opening + confirming), opened[pairs[0]][0]
+
+
+async def one_confirm_latency(product: Product, pair: Pair) -> float:
+    (order_id,) = await product.initiate(pair)
+    started = time.perf_counter()
+    await product.confirm(pair, [order_id])
+    await product.completed([order_id])
+    return time.perf_counter() - started
+
+
+async def latencies(product: Product, sizes: Sizes, report: Report) -> None:
+    samples = await product.pairs(2 * sizes.latency_samples, 1)
+    idle = [await one_confirm_latency(product, p) for p in samples[: sizes.latency_samples]]
+    report.add("idle_confirm_p50_ms", "idle: confirm → completed p50", 1000 * percentile(idle, 0.5), "ms", 0)
+    report.add("idle_confirm_p99_ms", "idle: confirm → completed p99", 1000 * percentile(idle, 0.99), "ms", 0)
+
+    load = await product.pairs(sizes.transfers // 2 or 1, sizes.batch)
+
+    async def background(pair: Pair) -> None:
+        order_ids = await product.initiate(pair)
+        await product.confirm(pair, order_ids)
+        await product.completed(order_ids)
+
+    loading = asyncio.create_task(bounded(load, sizes.in_flight, background))
+    await asyncio.sleep(0.5)
+    busy = [await one_confirm_latency(product, p) for p in samples[sizes.latency_samples :]]
+    await loading
+    report.add(
+        "load_confirm_p50_ms", "under load: confirm → completed p50", 1000 * percentile(busy, 0.5), "ms", 0
+    )
+    report.add(
+        "load_confirm_p99_ms", "under load: confirm → completed p99", 1000 * percentile(busy, 0.99), "ms", 0
+    )
+
+
+async def scale(product: Product, stack: Stack, sizes: Sizes, report: Report) -> None:
+    parked = 0
+    rates: dict[int, float] = {}
+    for level in sorted(sizes.parked):
+        if level > parked:
+            pairs = await product.pairs(level - parked, sizes.batch)
+            await bounded(pairs, sizes.in_flight, product.initiate)
+            parked = level
+        probe = await product.pairs(sizes.probe, sizes.batch)
+        rates[level] = sizes.probe / await timed(bounded(probe, sizes.in_flight, product.initiate))
+        parked += sizes.probe
+        report.add(f"initiate_rate_parked_{level}", f"initiate with {level:,} parked", rates[level], "/s")
+    low, high = min(rates), max(rates)
+    report.add("scale_ratio", f"rate({high:,}) ÷ rate({low:,})", rates[high] / rates[low], "", 2)
+    rss = rss_mb(stack.worker_pid())
+    report.add("worker_rss_mb", f"worker RSS with {parked:,} parked", rss, "MB", 0)
+
+
+async def history_lengths(product: Product, completed_id: str, report: Report) -> None:
+    report.add(
+        "events_completed", "history events: completed", await product.history_length(completed_id), "", 0
+    )
+    for action, status in (("cancel", "cancelled"), ("reject", "rejected")):
+        (pair,) = await product.pairs(1, 1)
+        (order_id,) = await product.initiate(pair)
+        await product.decide(pair, order_id, action)
+        await product.temporal.get_workflow_handle(order_id).result()
+        report.add(
+            f"events_{status}", f"history events: {status}", await product.history_length(order_id), "", 0
+        )
+    corpus = ROOT / "tests" / "histories" / CURRENT_VERSION / "expired.json"
+    expired = len(json.loads(corpus.read_text())["events"])
+    report.add("events_expired", f"history events: expired ({CURRENT_VERSION} replay corpus)", expired, "", 0)
+
+
+@contextlib.asynccontextmanager
+async def twin_worker(client: Client) -> AsyncIterator[None]:
+    async with Worker(client, task_queue=TWIN_QUEUE, workflows=[EmptyWorkflow, ShapeTwin], activities=[noop]):
+        yield
+
+
+async def main(sizes: Sizes) -> Report:
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="transfer-bench-") as folder:
+        stack = Stack(Path(folder))
+        stack.start()
+        try:
+            limits = httpx.Limits(max_connections=64)
+            async with httpx.AsyncClient(base_url=stack.api, timeout=60, limits=limits) as http:
+                await stack.wait_ready(http)
+                client = await Client.connect(stack.temporal, data_converter=pydantic_data_converter)
+                product = Product(http, client)
+                print(f"bench: {sizes}", flush=True)
+                async with twin_worker(client):
+                    floor = await floor_rate(client, sizes)
+                    report.add("floor_rate", "empty workflow (floor)", floor, "/s")
+                    twin = await twin_rates(client, sizes)
+                for key, label, value in zip(
+                    ("initiate", "confirm", "end_to_end"),
+                    ("initiate", "confirm → completed", "end to end"),
+                    twin,
+                    strict=True,
+                ):
+                    report.add(f"twin_{key}_rate", f"twin: {label}", value, "/s")
+                *made, completed_id = await product_rates(product, stack, sizes)
+                for key, label, value, twin_value in zip(
+                    ("initiate", "confirm", "end_to_end"),
+                    ("initiate", "confirm → completed", "end to end"),
+                    made,
+                    twin,
+                    strict=True,
+                ):
+                    report.add(f"product_{key}_rate", f"product: {label}", value, "/s")
+                    report.add(f"ratio_{key}", f"product ÷ twin: {label}", value / twin_value, "", 2)
+                await latencies(product, sizes, report)
+                await history_lengths(product, completed_id, report)
+                await scale(product, stack, sizes, report)
+        finally:
+            stack.stop()
+    return report
+
+
+SIZE_FIELDS = ("transfers", "batch", "in_flight", "latency_samples", "parked", "probe")
+
+
+def write(report: Report, sizes: Sizes) -> None:
+    width = max(len(label) for label, _, _ in report.rows)
+    print()
+    print(f"| {'measure'.ljust(width)} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for label, value, unit in report.rows:
+        print(f"| {label.ljust(width)} | {value}{' ' + unit if unit else ''} |")
+    sizes.out.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sizes": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in vars(sizes).items() if k in SIZE_FIELDS
+        },
+        "cores": os.cpu_count(),
+        "results": report.values,
+    }
+    sizes.out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nwritten to {sizes.out}")
+
+
+if __name__ == "__main__":
+    chosen = Sizes()
+    write(asyncio.run(main(chosen)), chosen)

@@ -1,0 +1,112 @@
+"""The floor and the shape twin: what Temporal alone costs on this machine.
+
+`EmptyWorkflow` returns at once (the floor). `ShapeTwin` makes exactly the commands a completed
+ResourceTransfer makes (tests/histories, current version): started with its `opened` update, a patch
+marker, a local activity, the search attributes, the confirmation window's timer; a `confirm` update
+answered by a regular activity; one regular and three local activities and the last upsert. Its
+activities do nothing, so product ÷ twin is what the product's own work costs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+from temporalio import activity, workflow
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import search_attributes
+    from workflows.resource_transfer import V3
+
+STEP = timedelta(seconds=5)
+
+
+class TwinInput(BaseModel):
+    order_id: str
+    source_account_id: str
+    destination_account_id: str
+    resource_id: str
+    confirm_window: timedelta
+
+
+class TwinState(BaseModel):
+    order_id: str
+    status: str | None = None
+
+
+class NoOpInput(BaseModel):
+    order_id: str
+    at: datetime
+
+
+@activity.defn(name="twin_noop")
+async def noop(input: NoOpInput) -> None:
+    """Does nothing: the twin pays Temporal's cost of an activity, not the product's work."""
+
+
+@workflow.defn(name="EmptyWorkflow")
+class EmptyWorkflow:
+    @workflow.run
+    async def run(self, order_id: str) -> str:
+        return order_id
+
+
+@workflow.defn(name="ShapeTwin")
+class ShapeTwin:
+    @workflow.init
+    def __init__(self, input: TwinInput) -> None:
+        self._input = input
+        self._state = TwinState(order_id=input.order_id)
+        self._expires_at = workflow.now() + input.confirm_window
+
+    async def _local(self) -> None:
+        await workflow.execute_local_activity(
+            noop, NoOpInput(order_id=self._input.order_id, at=workflow.now()), start_to_close_timeout=STEP
+        )
+
+    async def _regular(self) -> None:
+        await workflow.execute_activity(
+            noop, NoOpInput(order_id=self._input.order_id, at=workflow.now()), start_to_close_timeout=STEP
+        )
+
+    def _status(self, status: str) -> None:
+        self._state = self._state.model_copy(update={"status": status})
+        workflow.upsert_search_attributes(
+            [
+                search_attributes.TRANSFER_STATUS.value_set(status),
+                search_attributes.SOURCE_ACCOUNT_ID.value_set(self._input.source_account_id),
+                search_attributes.DESTINATION_ACCOUNT_ID.value_set(self._input.destination_account_id),
+                search_attributes.RESOURCE_ID.value_set(self._input.resource_id),
+                search_attributes.RESOURCE_PRODUCT.value_set("ecs"),
+                search_attributes.TRANSFER_EXPIRES_AT.value_set(self._expires_at),
+            ]
+        )
+
+    @workflow.run
+    async def run(self, input: TwinInput) -> TwinState:
+        workflow.patched(V3)
+        await self._local()
+        self._status("pending")
+        try:
+            await workflow.wait_condition(
+                lambda: self._state.status != "pending", timeout=self._expires_at - workflow.now()
+            )
+        except TimeoutError:
+            self._status("expired")
+            return self._state
+        await self._regular()  # reassign ownership
+        for _ in range(3):  # hand off billing, receiving configuration, finish
+            await self._local()
+        self._status("completed")
+        return self._state
+
+    @workflow.update(name="opened")
+    async def opened(self) -> TwinState:
+        await workflow.wait_condition(lambda: self._state.status is not None)
+        return self._state
+
+    @workflow.update(name="confirm")
+    async def confirm(self) -> TwinState:
+        await self._regular()
+        self._status("transferring")
+        return self._state

@@ -59,12 +59,12 @@ def _int(name: str, default: int) -> int:
 class Sizes:
     transfers: int = _int("BENCH_N", 1000)  # the rate comparison (floor, twin, product)
     batch: int = _int("BENCH_BATCH", 100)  # resources per initiate / orders per confirm
-    in_flight: int = _int("BENCH_IN_FLIGHT", 4)  # batches at once
+    in_flight: int = _int("BENCH_IN_FLIGHT", 1)  # batches at once (a batch of 100 answers well within 8 s)
     latency_samples: int = _int("BENCH_LATENCY_SAMPLES", 20)
     parked: tuple[int, ...] = tuple(
-        int(n) for n in os.environ.get("BENCH_PARKED", "100,1000,5000").split(",") if n
+        int(n) for n in os.environ.get("BENCH_PARKED", "100,1000,4000").split(",") if n
     )
-    probe: int = _int("BENCH_PROBE", 300)  # orders initiated to measure the rate at each parked level
+    probe: int = _int("BENCH_PROBE", 200)  # orders initiated to measure the rate at each parked level
     # py-spy's profile of the product's processes during its rate phase (speedscope, or `raw` stacks).
     profile: Path | None = Path(os.environ["BENCH_PROFILE"]) if os.environ.get("BENCH_PROFILE") else None
     profile_format: str = os.environ.get("BENCH_PROFILE_FORMAT", "speedscope")
@@ -398,7 +398,7 @@ async def latencies(product: Product, sizes: Sizes, report: Report) -> None:
     report.add("idle_confirm_p50_ms", "idle: confirm → completed p50", 1000 * percentile(idle, 0.5), "ms", 0)
     report.add("idle_confirm_p99_ms", "idle: confirm → completed p99", 1000 * percentile(idle, 0.99), "ms", 0)
 
-    load = await product.pairs(sizes.transfers // 2 or 1, sizes.batch)
+    load = await product.pairs(sizes.transfers // 4 or 1, sizes.batch)
 
     async def background(pair: Pair) -> None:
         order_ids = await product.initiate(pair)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=temporal_cli(),
         search_attributes=search_attributes.ALL,
+        # The SDK waits 5 s by default: a loaded 2-core machine sometimes needs longer to answer.
+        dev_server_startup_timeout=timedelta(seconds=30),
     )
     yield env
     await env.shutdown()

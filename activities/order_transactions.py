@@ -284,16 +284,6 @@ class OrderTransactions:
         async with self._db.write() as session:
             await OrderStore(session).add_event(event_id, order_id, event)
 
-    async def start_step(self, order_id: str, name: StepName, *, at: datetime, attempt: int) -> None:
-        async with self._db.write() as session:
-            await OrderStore(session).start_step(order_id, name, at=at, attempt=attempt)
-
-    async def finish_step(
-        self, order_id: str, name: StepName, *, at: datetime, error: Refusal | None = None
-    ) -> None:
-        async with self._db.write() as session:
-            await OrderStore(session).finish_step(order_id, name, at=at, error=error)
-
     # -- hand-off and compensation: the order must be transferring ------------------------------
 
     async def reassign_ownership(

@@ -154,26 +154,6 @@ class OrderStore:
             self._session, OrderEventRow, {"event_id": event_id, "order_id": order_id, **event.model_dump()}
         )
 
-    async def start_step(self, order_id: str, name: str, *, at: datetime, attempt: int) -> None:
-        """The step is running its `attempt`; started_at stays the first start's, and a step that already
-        succeeded stays as it is."""
-        running = {"status": StepStatus.RUNNING, "attempts": attempt, "finished_at": None}
-        running |= {"error_code": None, "error_message": None}
-        await self._write_step(order_id, name, at=at, values=running, unless=StepStatus.SUCCEEDED)
-
-    async def finish_step(self, order_id: str, name: str, *, at: datetime, error: Refusal | None) -> None:
-        """The running step succeeded, or failed with `error`; a step that is not running stays as it is.
-        A step never started is recorded as one attempt that took no time."""
-        ended = {
-            "status": StepStatus.FAILED if error else StepStatus.SUCCEEDED,
-            "finished_at": at,
-            "error_code": error.code if error else None,
-            "error_message": error.message if error else None,
-        }
-        await self._write_step(
-            order_id, name, at=at, values={"attempts": 1, **ended}, only=StepStatus.RUNNING
-        )
-
     async def record_step(
         self,
         order_id: str,
@@ -201,25 +181,15 @@ class OrderStore:
         return row.status if row else None
 
     async def _write_step(
-        self,
-        order_id: str,
-        name: str,
-        *,
-        at: datetime,
-        values: dict[str, Any],
-        unless: StepStatus | None = None,
-        only: StepStatus | None = None,
+        self, order_id: str, name: str, *, at: datetime, values: dict[str, Any], unless: StepStatus
     ) -> None:
         if await insert_once(
             self._session, OrderStepRow, {"order_id": order_id, "name": name, "started_at": at, **values}
         ):
             return
-        statement = update(OrderStepRow).where(OrderStepRow.order_id == order_id, OrderStepRow.name == name)
-        if unless is not None:
-            statement = statement.where(OrderStepRow.status != unless)
-        if only is not None:
-            statement = statement.where(OrderStepRow.status == only)
-            values = {k: v for k, v in values.items() if k != "attempts"}
+        statement = update(OrderStepRow).where(
+            OrderStepRow.order_id == order_id, OrderStepRow.name == name, OrderStepRow.status != unless
+        )
         await self._session.execute(statement.values(**values), execution_options=NO_SYNC)
 
     # -- billing hand-off ---------------------------------------------------------------------------

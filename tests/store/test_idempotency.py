@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities.order_transactions import StepName
+from activities.order_transactions import StepAttempt, StepName
 from domain.codes import ErrorCode
 from domain.models import (
     Action,
@@ -63,8 +63,9 @@ async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: 
     )
     await twice(engine, lambda: store.set_instance_status("r-1", InstanceStatus.STOPPED))
     await twice(engine, lambda: store.orders.open_order(**open_args("o-1", "r-1", "src", "dst")))
-    await twice(engine, lambda: store.orders.start_step("o-1", StepName.OPEN_ORDER, at=NOW, attempt=1))
-    await twice(engine, lambda: store.orders.finish_step("o-1", StepName.OPEN_ORDER, at=later))
+    await twice(
+        engine, lambda: store.record_step("o-1", StepName.OPEN_ORDER, started_at=NOW, finished_at=later)
+    )
     refused = Event(
         at=later,
         actor_account_id="dst",
@@ -109,11 +110,14 @@ async def test_every_write_of_a_compensated_transfer_twice(store: Stores, engine
     await store.orders.reassign_ownership("o-1", at=NOW)
     await store.orders.hand_off_billing("o-1")
     failure = Refusal(code=ErrorCode.ACCOUNT_FROZEN, message="frozen")
-    await twice(engine, lambda: store.orders.start_step("o-1", StepName.BILLING_RESTORE, at=NOW, attempt=2))
     await twice(
-        engine, lambda: store.orders.finish_step("o-1", StepName.BILLING_RESTORE, at=NOW, error=failure)
+        engine,
+        lambda: store.record_step(
+            "o-1", StepName.BILLING_RESTORE, started_at=NOW, finished_at=NOW, attempts=2, error=failure
+        ),
     )
-    await twice(engine, lambda: store.orders.restore_billing("o-1", at=NOW))
+    restoring = StepAttempt(name=StepName.BILLING_RESTORE, started_at=NOW, attempt=3)
+    await twice(engine, lambda: store.orders.restore_billing("o-1", at=NOW, step=restoring))
     await twice(engine, lambda: store.orders.restore_ownership("o-1"))
     await twice(
         engine, lambda: store.orders.finish("o-1", status=OrderStatus.FAILED, at=NOW, failure=failure)

@@ -254,19 +254,20 @@ async def test_record_event_and_steps_make_the_detailed_procedure(store: Stores)
     await store.orders.record_event(event_id="e-1", order_id=order.order_id, event=refused)
     await store.orders.record_event(event_id="e-1", order_id=order.order_id, event=refused)
     t = NOW + timedelta(minutes=10)
-    await store.orders.start_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t, attempt=1)
     failure = Refusal(code=ErrorCode.INSTANCE_NOT_STOPPED, message="stop it")
-    await store.orders.finish_step(
-        order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=1), error=failure
+    name = StepName.CONFIRMATION_CHECK
+    second = timedelta(seconds=1)
+    await store.record_step(order.order_id, name, started_at=t, finished_at=t + second, error=failure)
+    await store.record_step(
+        order.order_id, name, started_at=t + 5 * second, finished_at=t + 6 * second, attempts=2
     )
-    await store.orders.start_step(
-        order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=5), attempt=2
+    # no-op: a step that succeeded stays as it is
+    await store.record_step(
+        order.order_id, name, started_at=t + 8 * second, finished_at=t + 9 * second, attempts=3
     )
-    await store.orders.finish_step(order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=6))
-    await store.orders.finish_step(
-        order.order_id, StepName.CONFIRMATION_CHECK, at=t + timedelta(seconds=9)
-    )  # no-op
-    await store.orders.start_step(order.order_id, StepName.DESTINATION_VERIFICATION, at=t, attempt=1)
+    await store.record_step(
+        order.order_id, StepName.DESTINATION_VERIFICATION, started_at=t, finished_at=t + 2 * second
+    )
     got = await store.orders.get_order(order.order_id)
     assert got is not None
     assert [e.code for e in got.events] == [None, ErrorCode.INSTANCE_NOT_STOPPED]
@@ -281,8 +282,8 @@ async def test_record_event_and_steps_make_the_detailed_procedure(store: Stores)
     )
     assert (verification.name, verification.status, verification.finished_at) == (
         StepName.DESTINATION_VERIFICATION,
-        StepStatus.RUNNING,
-        None,
+        StepStatus.SUCCEEDED,
+        t + 2 * second,
     )
 
 

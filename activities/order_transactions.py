@@ -36,7 +36,6 @@ from store.orders import OrderStore
 from store.resources import ResourceStore
 
 
-# The status each decision gives a pending order, and the action its event records.
 class StepName(StrEnum):
     """The steps of an order's detailed procedure, in the order they run: named where they are
     recorded, so a new step is its call in the workflow, its activity and its transaction here."""
@@ -64,6 +63,7 @@ class StepAttempt:
     finished_at: datetime | None = None
 
 
+# The status each decision gives a pending order, and the action its event records.
 DECISIONS = {
     OrderStatus.TRANSFERRING: Action.CONFIRM,
     OrderStatus.CANCELLED: Action.CANCEL,

@@ -423,3 +423,49 @@ async def test_an_attestation_must_hold_when_its_message_arrived(
             await ActivityEnvironment().run(activities.open_order, opening)
         assert refused.value.type == refused_with
         assert await store.orders.get_order(order_id) is None
+
+
+async def test_a_late_retry_of_a_write_that_committed_is_answered_not_refused(
+    store: Stores, factory: Factory
+) -> None:
+    """A retry that reaches the worker past ACT_WITHIN (after a crash, say) is refused as "not now"
+    only if its first attempt did nothing: an order it opened, or a cancel it recorded, is answered, so
+    the run learns what the database already says."""
+    activities = transfer_activities(store)
+    source, destination = await factory.account(), await factory.account()
+    resource = await factory.resource(source)
+    order_id = fresh_id("to")
+    issued = datetime.now(UTC) - timedelta(seconds=30)  # signed long ago, received at once
+    transfer = signed(
+        initiate(order_id, resource.id, source, destination),
+        root(source),
+        Action.INITIATE,
+        order_id,
+        at=issued,
+    )
+    opening = open_input(transfer, issued)
+    with pytest.raises(ApplicationError) as refused:  # nothing opened yet: "not now"
+        await ActivityEnvironment().run(activities.open_order, opening)
+    assert refused.value.type == ErrorCode.SERVICE_UNAVAILABLE
+    in_time = signed(
+        initiate(order_id, resource.id, source, destination), root(source), Action.INITIATE, order_id
+    )
+    await ActivityEnvironment().run(activities.open_order, open_input(in_time, datetime.now(UTC)))
+    # The late attempt again, now that the order exists: adopted.
+    assert (await ActivityEnvironment().run(activities.open_order, opening)).product is resource.product
+
+    cancel = signed(CancelRequest(), root(source), Action.CANCEL, order_id)
+    decided = DecideInput(
+        order_id=order_id,
+        status=OrderStatus.CANCELLED,
+        at=datetime.now(UTC),
+        action=Action.CANCEL,
+        attested=Attested.of(cancel, datetime.now(UTC)),
+    )
+    await ActivityEnvironment().run(activities.decide, decided)
+    late_cancel = signed(CancelRequest(), root(source), Action.CANCEL, order_id, at=issued)
+    late = decided.model_copy(update={"attested": Attested.of(late_cancel, issued)})
+    await ActivityEnvironment().run(activities.decide, late)  # the cancel committed: answered
+    order = await store.orders.get_order(order_id)
+    assert order is not None and order.status is OrderStatus.CANCELLED
+    assert [e.action for e in order.events] == [Action.INITIATE, Action.CANCEL]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from sqlalchemy import text
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
-from bench.run import ADMIN_TOKEN, Product, bounded
+from bench.run import ADMIN_TOKEN, Product, bounded, free_port
 from store.db import create_engine
 from tests.factory import SECRET_KEY, fresh_id
 from tests.store.conftest import postgres_database
@@ -38,13 +37,6 @@ CHECKS = (
     "SELECT count(*) FROM orders o JOIN resources r ON r.id = o.resource_id"
     " WHERE r.owner_account_id = o.destination_account_id AND r.locked_by_order_id IS NULL",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -33,6 +33,7 @@ FIGURES = {
     "initiate_rate_parked_30",
     "scale_ratio",
     "worker_rss_mb",
+    "parking_answered_503",
 }
 
 
@@ -59,7 +60,8 @@ def test_a_tiny_benchmark_runs_every_phase_and_writes_its_table(tmp_path: Path) 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     document = json.loads(out.read_text())
     assert set(document["results"]) == FIGURES
-    assert all(value > 0 for value in document["results"].values()), document["results"]
+    rates = {k: v for k, v in document["results"].items() if k != "parking_answered_503"}
+    assert all(value > 0 for value in rates.values()), document["results"]
     assert document["results"]["events_completed"] == 35  # the product's completed path, measured
     table = [line for line in run.stdout.splitlines() if line.startswith("| ")]
     assert any(line.startswith("| product ÷ twin: end to end ") for line in table), run.stdout

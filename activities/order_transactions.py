@@ -99,18 +99,6 @@ class OrderTransactions:
         async with self._db.read() as session:
             return await OrderStore(session).get(order_id)
 
-    async def account_refusal(
-        self, source_account_id: str, destination_account_id: str, *, excluding_order_id: str | None = None
-    ) -> Refusal | None:
-        """The request-level account rules of initiate (read-only): the first failure, or None."""
-        async with self._db.read() as session:
-            pair = await OrderStore(session).account_pair(
-                source_account_id, destination_account_id, excluding=excluding_order_id, lock=False
-            )
-        if pair is None:
-            raise TransferError(ErrorCode.VALIDATION_ERROR, "unknown account")
-        return rules.pair_refusal(pair)
-
     async def open_order(
         self,
         *,
@@ -175,14 +163,6 @@ class OrderTransactions:
             # Only now: a refused initiate has no order to record steps of.
             await _record_steps(orders, order_id, steps)
             return await _must(orders, order_id)
-
-    async def confirmation_refusal(self, order_id: str, *, at: datetime) -> Refusal | None:
-        """Every rule of initiate again at `at`, then INSTANCE_NOT_STOPPED: the first failure, or None.
-
-        Read-only. The order's own lock and the order itself (as a prior destination) do not count.
-        """
-        async with self._db.read() as session:
-            return await _confirmation_refusal(session, order_id, at=at, lock=False)
 
     async def decide(
         self,
@@ -382,7 +362,7 @@ class OrderTransactions:
             if order is None:
                 raise TransferError(ErrorCode.ORDER_NOT_FOUND)
             if order.status is from_status and to_status is OrderStatus.TRANSFERRING:
-                found = await _confirmation_refusal(session, order_id, at=values["confirmed_at"], lock=True)
+                found = await confirmation_refusal(session, order_id, at=values["confirmed_at"], lock=True)
                 if found is not None:
                     raise TransferError.of(found)
             if not await orders.transition(order_id, from_status, values):
@@ -396,7 +376,7 @@ class OrderTransactions:
             return await _must(orders, order_id)
 
 
-async def _confirmation_refusal(session: Any, order_id: str, *, at: datetime, lock: bool) -> Refusal | None:
+async def confirmation_refusal(session: Any, order_id: str, *, at: datetime, lock: bool) -> Refusal | None:
     """The facts of rules.confirmation_refusal; with `lock` the resource's row is locked (a start of the
     instance locks it too, so the two serialize)."""
     orders = OrderStore(session)

@@ -13,7 +13,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from activities.order_transactions import OrderTransactions
+from activities.order_transactions import OrderTransactions, confirmation_refusal
+from domain import rules
 from domain.models import (
     Account,
     Charge,
@@ -99,6 +100,22 @@ class Stores:
                 after=after,
             )
         return page, encode_cursor(page[-1].created_at, page[-1].order_id) if more else None
+
+    async def account_refusal(
+        self, source_account_id: str, destination_account_id: str, *, excluding_order_id: str | None = None
+    ) -> Refusal | None:
+        """The request-level account rules of initiate, read as the open transaction reads them."""
+        async with self.db.read() as session:
+            pair = await OrderStore(session).account_pair(
+                source_account_id, destination_account_id, excluding=excluding_order_id, lock=False
+            )
+        assert pair is not None, "unknown account"
+        return rules.pair_refusal(pair)
+
+    async def confirmation_refusal(self, order_id: str, *, at: datetime) -> Refusal | None:
+        """Every rule of the confirm at `at`, read as the confirm's transaction reads them (unlocked)."""
+        async with self.db.read() as session:
+            return await confirmation_refusal(session, order_id, at=at, lock=False)
 
     async def record_step(
         self,

@@ -359,19 +359,15 @@ async def test_confirmation_failure_rechecks_every_rule_and_stopped_state_last(
     store: Stores, engine: AsyncEngine
 ) -> None:
     order = await pending_order(store)
-    assert (
-        await store.orders.confirmation_refusal(order.order_id, at=NOW) is None
-    )  # its own lock is no blocker
+    assert await store.confirmation_refusal(order.order_id, at=NOW) is None  # its own lock is no blocker
     await store.set_instance_status(order.resource_id, InstanceStatus.RUNNING)
-    found = await store.orders.confirmation_refusal(order.order_id, at=NOW)
+    found = await store.confirmation_refusal(order.order_id, at=NOW)
     assert found is not None and found.code is ErrorCode.INSTANCE_NOT_STOPPED and found.message
     await store.provisioning.update_account("dst", frozen=True)
-    assert (
-        code_of(await store.orders.confirmation_refusal(order.order_id, at=NOW)) is ErrorCode.ACCOUNT_FROZEN
-    )
+    assert code_of(await store.confirmation_refusal(order.order_id, at=NOW)) is ErrorCode.ACCOUNT_FROZEN
     await store.provisioning.update_account("dst", frozen=False)
     expiring = NOW + timedelta(days=333)
-    assert code_of(await store.orders.confirmation_refusal(order.order_id, at=expiring)) is (
+    assert code_of(await store.confirmation_refusal(order.order_id, at=expiring)) is (
         ErrorCode.RESOURCE_EXPIRING_SOON
     )
     async with engine.begin() as connection:  # another order's lock would block
@@ -380,23 +376,18 @@ async def test_confirmation_failure_rechecks_every_rule_and_stopped_state_last(
             .where(ResourceRow.id == order.resource_id)
             .values(locked_by_order_id="o-other")
         )
-    assert (
-        code_of(await store.orders.confirmation_refusal(order.order_id, at=NOW))
-        is ErrorCode.RESOURCE_IN_TRANSFER
-    )
-    assert code_of(await store.orders.confirmation_refusal("ghost", at=NOW)) is ErrorCode.ORDER_NOT_FOUND
+    assert code_of(await store.confirmation_refusal(order.order_id, at=NOW)) is ErrorCode.RESOURCE_IN_TRANSFER
+    assert code_of(await store.confirmation_refusal("ghost", at=NOW)) is ErrorCode.ORDER_NOT_FOUND
 
 
 async def test_confirmation_failure_does_not_count_the_order_itself(store: Stores) -> None:
     await add_accounts(store, account("src"), enterprise("corp-a", "a"), enterprise("corp-b", "b"))
     await add_resources(store, resource("r-1", "src"))
     await store.orders.open_order(**open_args("o-a", "r-1", "src", "corp-a"))
-    assert await store.orders.confirmation_refusal("o-a", at=NOW) is None
-    assert await store.orders.account_refusal("src", "corp-a") is None
-    assert (
-        code_of(await store.orders.account_refusal("src", "corp-b")) is ErrorCode.ENTERPRISE_DESTINATION_LIMIT
-    )
-    assert await store.orders.account_refusal("src", "corp-b", excluding_order_id="o-a") is None
+    assert await store.confirmation_refusal("o-a", at=NOW) is None
+    assert await store.account_refusal("src", "corp-a") is None
+    assert code_of(await store.account_refusal("src", "corp-b")) is ErrorCode.ENTERPRISE_DESTINATION_LIMIT
+    assert await store.account_refusal("src", "corp-b", excluding_order_id="o-a") is None
 
 
 async def test_a_confirm_needs_the_instance_stopped_even_after_the_check(store: Stores) -> None:

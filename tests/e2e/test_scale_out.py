@@ -27,7 +27,7 @@ from tests.store.conftest import postgres_database
 pytestmark = pytest.mark.postgres
 
 TRANSFERS = 200
-BATCH = 50
+BATCH = 25  # with one batch in flight per API: 50 items at once, well within the 8 s answer
 # What the database says afterwards: orders by status, billing hand-offs (and distinct orders among
 # them), events by action (and distinct orders), resources now the destination's with no lock left.
 CHECKS = (

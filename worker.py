@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import compileall
+import functools
+import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
+from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -29,6 +32,11 @@ from workflows.resource_transfer import ResourceTransfer
 log = structlog.get_logger(__name__)
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+
+# Fault injection, for the fault suite only (`make chaos`): never set in production.
+FAULT_KILL_AFTER = "TRANSFER_FAULT_KILL_AFTER"  # activity names, comma-separated
+FAULT_MARKS = "TRANSFER_FAULT_MARKS"  # a folder: which (activity, order) were killed once
+KILL_GRACE_S = 0.3
 
 
 async def register_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -65,14 +73,61 @@ def compile_workflow_modules() -> None:
     compileall.compile_dir(Path(workflows.__file__).parent, quiet=2)
 
 
-def build_worker(client: Client, db: Database, task_queue: str, attestation_key: bytes) -> Worker:
+class KillAfterWrite:
+    """Makes the named activities SIGKILL the worker after their work committed and before they return,
+    once per activity and order (a mark file each, so the restarted worker's retry goes through). Other
+    activities that finish their work within KILL_GRACE_S die unanswered with it, as in a real crash."""
+
+    def __init__(self, names: Collection[str], marks: Path) -> None:
+        self._names, self._marks = frozenset(names), marks
+        self._armed = False
+
+    @classmethod
+    def from_environment(cls) -> KillAfterWrite | None:
+        names = [n for n in os.environ.get(FAULT_KILL_AFTER, "").split(",") if n]
+        if not names:
+            return None
+        marks = Path(os.environ[FAULT_MARKS])
+        marks.mkdir(parents=True, exist_ok=True)
+        log.warning("fault injection on: activities kill this worker", activities=names)
+        return cls(names, marks)
+
+    def wrap(self, activities: Sequence[Callable[..., Any]]) -> list[Callable[..., Any]]:
+        return [self._killing(fn) if fn.__name__ in self._names else fn for fn in activities]
+
+    def _killing(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        async def killing(input: Any) -> Any:
+            result = await fn(input)
+            info = activity.info()
+            try:
+                (self._marks / f"{info.activity_type}.{info.workflow_id}").touch(exist_ok=False)
+            except FileExistsError:
+                return result  # this order's kill happened: the retry answers
+            if not self._armed:
+                self._armed = True
+                asyncio.get_running_loop().call_later(KILL_GRACE_S, os.kill, os.getpid(), signal.SIGKILL)
+            await asyncio.Event().wait()  # the process dies before this returns
+            return result
+
+        return killing
+
+
+def build_worker(
+    client: Client,
+    db: Database,
+    task_queue: str,
+    attestation_key: bytes,
+    *,
+    faults: KillAfterWrite | None = None,
+) -> Worker:
     compile_workflow_modules()
-    activities = TransferActivities(OrderTransactions(db), attestation_key)
+    activities = TransferActivities(OrderTransactions(db), attestation_key).all()
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[ResourceTransfer],
-        activities=activities.all(),
+        activities=faults.wrap(activities) if faults else activities,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
 
@@ -84,7 +139,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         log.info("search attributes registered", names=added)
     db = Database.at(settings.effective_database_url, settings.secret_box())
     try:
-        worker = build_worker(client, db, settings.task_queue, settings.attestation_key())
+        worker = build_worker(
+            client,
+            db,
+            settings.task_queue,
+            settings.attestation_key(),
+            faults=KillAfterWrite.from_environment(),
+        )
         async with worker:
             log.info("worker started", task_queue=settings.task_queue, namespace=settings.namespace)
             await stop.wait()

@@ -127,6 +127,7 @@ class OrderTransactions:
                 theirs = (existing.resource_id, existing.source_account_id, existing.destination_account_id)
                 if theirs != (resource_id, source_account_id, destination_account_id):
                     raise TransferError(ErrorCode.VALIDATION_ERROR, "the order id belongs to another order")
+                await _record_steps(orders, order_id, steps)  # a retry: one more attempt
                 return existing
             if pair is None:
                 raise TransferError(ErrorCode.VALIDATION_ERROR, "unknown account")

@@ -139,13 +139,17 @@ class TransferActivities:
     async def accept_confirmation(self, input: AcceptConfirmationInput) -> None:
         """Confirm: the attestation (the destination's verification), every rule again, the stopped
         state; then transferring. A refusal records a refused event and leaves the order pending."""
-        if await self._orders.order_status(input.order_id) is OrderStatus.TRANSFERRING:
-            return  # a retry after the commit: done, however late it comes
         actor: str | None = None
         try:
-            # Checked before anything is written: a forged confirm leaves its refused event only.
+            # Checked before anything is written: a forged confirm leaves its refused event only. A
+            # retry after the commit is answered however late it comes, and counts its attempt.
             verifying = now()
-            principal = await self._attested(input.attested, action=Action.CONFIRM, order_id=input.order_id)
+            principal = await self._attested(
+                input.attested,
+                action=Action.CONFIRM,
+                order_id=input.order_id,
+                done=OrderStatus.TRANSFERRING,
+            )
             actor = principal.account_id
             checking = now()
             # One transaction: every rule again under the resource's row lock, then transferring, and

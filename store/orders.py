@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -165,7 +165,9 @@ class OrderStore:
         error: Refusal | None = None,
     ) -> None:
         """One attempt of a step, recorded whole by the transaction that did its work: succeeded, or
-        failed with `error`. started_at stays the first attempt's; a step that succeeded stays as it is."""
+        failed with `error`. started_at stays the first attempt's; a step that succeeded keeps its end.
+        A step recorded before is retried: it counts one attempt more, or `attempts` if higher (a local
+        activity run again after a worker's crash starts its count at 1 again)."""
         ended = {
             "status": StepStatus.FAILED if error else StepStatus.SUCCEEDED,
             "attempts": attempts,
@@ -173,24 +175,27 @@ class OrderStore:
             "error_code": error.code if error else None,
             "error_message": error.message if error else None,
         }
-        await self._write_step(order_id, name, at=started_at, values=ended, unless=StepStatus.SUCCEEDED)
+        await self._write_step(order_id, name, at=started_at, values=ended)
 
     async def status(self, order_id: str) -> OrderStatus | None:
         """The order's status alone (no history loaded)."""
         row = await self._session.get(OrderRow, order_id)
         return row.status if row else None
 
-    async def _write_step(
-        self, order_id: str, name: str, *, at: datetime, values: dict[str, Any], unless: StepStatus
-    ) -> None:
+    async def _write_step(self, order_id: str, name: str, *, at: datetime, values: dict[str, Any]) -> None:
         if await insert_once(
             self._session, OrderStepRow, {"order_id": order_id, "name": name, "started_at": at, **values}
         ):
             return
-        statement = update(OrderStepRow).where(
-            OrderStepRow.order_id == order_id, OrderStepRow.name == name, OrderStepRow.status != unless
+        retried = case(
+            (OrderStepRow.attempts + 1 > values["attempts"], OrderStepRow.attempts + 1),
+            else_=values["attempts"],
         )
-        await self._session.execute(statement.values(**values), execution_options=NO_SYNC)
+        step = update(OrderStepRow).where(OrderStepRow.order_id == order_id, OrderStepRow.name == name)
+        succeeded = OrderStepRow.status == StepStatus.SUCCEEDED
+        failed_before = step.where(~succeeded).values(**{**values, "attempts": retried})
+        if not await rowcount(self._session, failed_before):
+            await rowcount(self._session, step.where(succeeded).values(attempts=retried))
 
     # -- billing hand-off ---------------------------------------------------------------------------
 

@@ -261,7 +261,7 @@ async def test_record_event_and_steps_make_the_detailed_procedure(store: Stores)
     await store.record_step(
         order.order_id, name, started_at=t + 5 * second, finished_at=t + 6 * second, attempts=2
     )
-    # no-op: a step that succeeded stays as it is
+    # a retry of a step that succeeded counts its attempt and keeps the rest
     await store.record_step(
         order.order_id, name, started_at=t + 8 * second, finished_at=t + 9 * second, attempts=3
     )
@@ -277,7 +277,7 @@ async def test_record_event_and_steps_make_the_detailed_procedure(store: Stores)
         StepStatus.SUCCEEDED,
         t,
         t + timedelta(seconds=6),
-        2,
+        3,
         None,
     )
     assert (verification.name, verification.status, verification.finished_at) == (
@@ -285,6 +285,21 @@ async def test_record_event_and_steps_make_the_detailed_procedure(store: Stores)
         StepStatus.SUCCEEDED,
         t + 2 * second,
     )
+
+
+async def test_a_step_run_again_after_a_crash_counts_one_more_attempt(store: Stores) -> None:
+    """A local activity run again by the next worker starts its own count at 1 again."""
+    order = await pending_order(store)
+    name, t = StepName.BILLING_HANDOFF, NOW + timedelta(minutes=10)
+    for minute in range(3):
+        at = t + timedelta(minutes=minute)
+        await store.record_step(order.order_id, name, started_at=at, finished_at=at, attempts=1)
+    got = await store.orders.get_order(order.order_id)
+    assert got is not None
+    ((step_name, attempts, started_at, finished_at),) = [
+        (s.name, s.attempts, s.started_at, s.finished_at) for s in got.steps
+    ]
+    assert (step_name, attempts, started_at, finished_at) == (name, 3, t, t)
 
 
 async def test_list_orders_pages_newest_first(store: Stores) -> None:

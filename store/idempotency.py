@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.queries import get, insert_once
+from store.queries import get, insert_once, rowcount
 from store.secret_box import SECRET_BOX, SecretBox
 from store.tables import IdempotencyKeyRow
 
@@ -50,6 +50,22 @@ class IdempotencyStore:
             .where(IdempotencyKeyRow.scope == scope, IdempotencyKeyRow.key == key)
             .values(status=status, body=self._box.seal_bytes(body), content_type=content_type)
         )
+
+    async def take_over(
+        self, scope: str, key: str, fingerprint: str, *, claimed_at: datetime, at: datetime
+    ) -> bool:
+        """Claims again, for this request, a key whose claim of `claimed_at` is given up (its request's
+        process died unanswered, or its 24 hours are over); False if another request took it first."""
+        statement = (
+            update(IdempotencyKeyRow)
+            .where(
+                IdempotencyKeyRow.scope == scope,
+                IdempotencyKeyRow.key == key,
+                IdempotencyKeyRow.created_at == claimed_at,
+            )
+            .values(fingerprint=fingerprint, created_at=at, status=None, body=None, content_type=None)
+        )
+        return await rowcount(self._session, statement) == 1
 
     async def release(self, scope: str, key: str) -> None:
         """Forgets the key (its request did nothing, or its 24 hours are over)."""

@@ -15,9 +15,12 @@ from datetime import datetime, timedelta
 from domain.codes import ErrorCode
 from domain.refusals import RETRY_AFTER_S, TransferError
 from store.db import Database
-from store.idempotency import IdempotencyStore
+from store.idempotency import IdempotencyStore, KeyedRequest
 
 KEY_LIFETIME = timedelta(hours=24)
+# A request is answered within 10 s (SPEC §5); a claim left unanswered this long belongs to a process
+# that died with it (a crash between the claim and the answer), and its retry may take the key over.
+ABANDONED_AFTER = timedelta(seconds=30)
 # A repeat waits this long for the first request's answer (within SPEC §5's 10 s).
 WAIT_FOR_FIRST = timedelta(seconds=8)
 POLL = 0.05
@@ -28,6 +31,15 @@ class FirstAnswer:
     status: int
     body: bytes
     content_type: str | None
+
+
+def given_up(first: KeyedRequest, fingerprint: str, at: datetime) -> bool:
+    """The key's first request is over without an answer to replay: its 24 hours have passed, or its
+    process died before it answered (the same request may then act)."""
+    age = at - first.created_at
+    return age >= KEY_LIFETIME or (
+        first.status is None and first.fingerprint == fingerprint and age >= ABANDONED_AFTER
+    )
 
 
 class IdempotencyService:
@@ -44,9 +56,11 @@ class IdempotencyService:
                 if await keys.claim(scope, key, fingerprint, at=at):
                     return None
                 first = await keys.get(scope, key)
-                if first is not None and at - first.created_at >= KEY_LIFETIME:
-                    await keys.release(scope, key)
-                    await keys.claim(scope, key, fingerprint, at=at)
+                if (
+                    first is not None
+                    and given_up(first, fingerprint, at)
+                    and await keys.take_over(scope, key, fingerprint, claimed_at=first.created_at, at=at)
+                ):
                     return None
             if first is not None:
                 if first.fingerprint != fingerprint:

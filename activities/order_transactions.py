@@ -285,7 +285,9 @@ class OrderTransactions:
         to pay (a frozen one refuses it, ACCOUNT_FROZEN, and the hand-off is compensated)."""
         async with self._unit(order_id, _one(step)) as session:
             orders = OrderStore(session)
-            order = await _transferring(orders, order_id)
+            order = await _transferring(orders, order_id, ended=OrderStatus.COMPLETED)
+            if order is None:
+                return
             if not await orders.handed_off(order_id):
                 raise TransferError(ErrorCode.ORDER_NOT_PENDING, "ownership has not moved yet")
             destination = await AccountStore(session).get(order.destination_account_id)
@@ -296,17 +298,16 @@ class OrderTransactions:
         """Reverts the billing hand-off, once; without a hand-off there is nothing to revert."""
         async with self._unit(order_id, _one(step)) as session:
             orders = OrderStore(session)
-            await _transferring(orders, order_id)
-            await orders.revert_handoff(order_id, at=at)
+            if await _transferring(orders, order_id, ended=OrderStatus.FAILED) is not None:
+                await orders.revert_handoff(order_id, at=at)
 
     async def apply_receiving_config(self, order_id: str, *, step: StepAttempt | None = None) -> None:
         """Writes the confirm's receiving_config onto the resource: its resource group, and its tags
         merged over the resource's (a key it names takes the new value)."""
         async with self._unit(order_id, _one(step)) as session:
             orders, resources = OrderStore(session), ResourceStore(session)
-            order = await _transferring(orders, order_id)
-            stored = await orders.receiving_config(order_id)
-            if stored is None:
+            order = await _transferring(orders, order_id, ended=OrderStatus.COMPLETED)
+            if order is None or (stored := await orders.receiving_config(order_id)) is None:
                 return
             config = ReceivingConfig.model_validate(stored)
             resource = await resources.get(order.resource_id, lock=True)
@@ -329,7 +330,11 @@ class OrderTransactions:
     ) -> None:
         async with self._unit(order_id, _one(step)) as session:
             orders = OrderStore(session)
-            order = await _transferring(orders, order_id)
+            order = await _transferring(
+                orders, order_id, ended=OrderStatus.COMPLETED if to_destination else OrderStatus.FAILED
+            )
+            if order is None:
+                return
             source, destination = order.source_account_id, order.destination_account_id
             to = destination if to_destination else source
             resources = ResourceStore(session)
@@ -412,11 +417,16 @@ async def _record_steps(
         )
 
 
-async def _transferring(orders: OrderStore, order_id: str) -> Order:
-    """The order, row-locked, if it is transferring: the hand-off steps run only then."""
+async def _transferring(orders: OrderStore, order_id: str, *, ended: OrderStatus) -> Order | None:
+    """The order, row-locked, if it is transferring: the hand-off steps run only then. None once it has
+    `ended` the way the step leads (completed for the hand-off's steps, failed for the compensation's):
+    the step committed before, and its run is doing it again (a local activity's result is lost with a
+    worker that dies before the workflow task completes, even after the order's last write)."""
     order = await orders.get(order_id, lock=True, history=False)
     if order is None:
         raise TransferError(ErrorCode.ORDER_NOT_FOUND)
+    if order.status is ended:
+        return None
     if order.status is not OrderStatus.TRANSFERRING:
         raise TransferError(ErrorCode.ORDER_NOT_PENDING, details={"status": order.status.value})
     return order

@@ -114,14 +114,18 @@ def attestation_refusal(
     return None
 
 
+TOO_LATE = refusal(
+    ErrorCode.SERVICE_UNAVAILABLE,
+    "The request reached a worker after its caller was answered: nothing was done; send it again",
+)
+
+
 def too_late_refusal(attestation: Attestation, acted_at: datetime) -> Refusal | None:
-    """SERVICE_UNAVAILABLE when the worker gets to a message after its caller was answered "not now"."""
+    """SERVICE_UNAVAILABLE when the worker gets to a message after its caller was answered "not now"
+    (the only SERVICE_UNAVAILABLE a workflow answers)."""
     if acted_at - attestation.issued_at <= ACT_WITHIN:
         return None
-    return refusal(
-        ErrorCode.SERVICE_UNAVAILABLE,
-        "The request reached a worker after its caller was answered: nothing was done; send it again",
-    )
+    return TOO_LATE
 
 
 def _refused(why: str) -> Refusal:

@@ -6,6 +6,7 @@ Each order is one ResourceTransfer workflow whose id is the order id. Refusals c
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -29,7 +30,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.attestation import attest
+from domain.attestation import TOO_LATE, attest, too_late_refusal
 from domain.clock import now
 from domain.codes import ErrorCode
 from domain.models import AGREEMENT_VERSION, Action, OrderStatus, Principal, ReceivingConfig
@@ -113,6 +114,15 @@ def keyed_id(principal: Principal, idempotency_key: str | None, action: Action, 
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+# A keyed request's ids, generation after generation: an attempt that reached its worker too late did
+# nothing (its caller was answered 503), yet its ids keep that answer; a retry takes the next ones.
+GENERATIONS = 20
+
+
+def _generation(first: str, generation: int) -> str:
+    return f"{first}-{generation}" if generation else first
+
+
 def new_order_id() -> str:
     return f"to-{uuid4().hex}"
 
@@ -160,9 +170,32 @@ class TransferClient:
         """Starts the order's workflow and answers once the order is open (lock held) or refused.
 
         Retrying with the same `order_id` (and `update_id`) joins the same workflow instead of opening a
-        second order; after the run has closed, a retry answers its final state and starts nothing.
+        second order; after the run has closed, a retry answers its final state and starts nothing, but
+        for a run that reached its worker too late and did nothing: the retry takes the next ids.
         """
-        order_id = order_id or new_order_id()
+        for generation in range(GENERATIONS if order_id else 1):
+            opened = await self._open(
+                initiator,
+                destination_account_id,
+                resource_id,
+                _generation(order_id, generation) if order_id else new_order_id(),
+                _generation(update_id, generation) if update_id else None,
+                agreement_version,
+            )
+            if opened is not None:
+                return opened
+        raise TransferError.of(TOO_LATE)
+
+    async def _open(
+        self,
+        initiator: Principal,
+        destination_account_id: str,
+        resource_id: str,
+        order_id: str,
+        update_id: str | None,
+        agreement_version: str,
+    ) -> OrderState | None:
+        """The order opened, or None if the run reached its worker too late and did nothing."""
         transfer = TransferInput(
             order_id=order_id,
             resource_id=resource_id,
@@ -200,16 +233,21 @@ class TransferClient:
                 )
             return opened
         except WorkflowUpdateFailedError as error:
-            raise TransferError.of(from_update(error)) from None
+            refused = from_update(error)
         except WorkflowAlreadyStartedError:
-            # The start operation keeps the same error; take it, or asyncio reports it unretrieved.
-            with suppress(WorkflowAlreadyStartedError):
-                await start.workflow_handle()
             # The order's run has closed: answer how it ended, or the rule that refused it.
             closed = await self.state(order_id)
-            if closed.refusal is not None:
-                raise TransferError.of(closed.refusal) from None
-            return closed
+            if closed.refusal is None:
+                return closed
+            refused = closed.refusal
+        finally:
+            # The start operation keeps the call's failure too (a timeout, a closed run): taken here, or
+            # asyncio reports it unretrieved. The call has settled it either way.
+            with suppress(Exception):
+                await asyncio.wait_for(start.workflow_handle(), timeout=0)
+        if refused.code is TOO_LATE.code:
+            return None
+        raise TransferError.of(refused)
 
     # An update id names one request: a retry with the same id (from its Idempotency-Key) answers the
     # first update's result instead of acting again.
@@ -256,13 +294,22 @@ class TransferClient:
 
     async def _update(self, order_id: str, update: Any, request: Any, update_id: str | None) -> OrderState:
         try:
-            async with _reaching_temporal():
-                state: OrderState = await self.handle(order_id).execute_update(
-                    update, request, id=update_id, rpc_timeout=RPC_TIMEOUT
-                )
-            return state
-        except WorkflowUpdateFailedError as error:
-            raise TransferError.of(from_update(error)) from None
+            for generation in range(GENERATIONS if update_id else 1):
+                try:
+                    async with _reaching_temporal():
+                        state: OrderState = await self.handle(order_id).execute_update(
+                            update,
+                            request,
+                            id=_generation(update_id, generation) if update_id else None,
+                            rpc_timeout=RPC_TIMEOUT,
+                        )
+                    return state
+                except WorkflowUpdateFailedError as error:
+                    refused = from_update(error)
+                    # The next id helps only a request still in time: the answer was an earlier one's.
+                    if refused.code is not TOO_LATE.code or too_late_refusal(request.attestation, now()):
+                        raise TransferError.of(refused) from None
+            raise TransferError.of(TOO_LATE)
         except RPCError as error:
             if error.status is not RPCStatusCode.NOT_FOUND:
                 raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.order_transactions import StepAttempt, StepName
@@ -24,7 +25,8 @@ from domain.models import (
     ReceivingConfig,
     Refusal,
 )
-from tests.store.builders import NOW, account, open_args, resource, twice
+from domain.refusals import TransferError
+from tests.store.builders import NOW, RETRY_COUNTS, account, open_args, resource, snapshot, twice
 from tests.stores import Stores
 
 
@@ -99,6 +101,13 @@ async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: 
         Action.CONFIRM,
         Action.COMPLETE,
     ]
+    # The hand-off's steps once more after the order completed (a run whose local activities' results
+    # died with its worker does them again): done, nothing changes.
+    before = await snapshot(engine, ignoring=RETRY_COUNTS)
+    await store.orders.reassign_ownership("o-1", at=later)
+    await store.orders.hand_off_billing("o-1")
+    await store.orders.apply_receiving_config("o-1")
+    assert await snapshot(engine, ignoring=RETRY_COUNTS) == before
 
 
 async def test_every_write_of_a_compensated_transfer_twice(store: Stores, engine: AsyncEngine) -> None:
@@ -122,6 +131,14 @@ async def test_every_write_of_a_compensated_transfer_twice(store: Stores, engine
     await twice(
         engine, lambda: store.orders.finish("o-1", status=OrderStatus.FAILED, at=NOW, failure=failure)
     )
+    # The compensation once more after the order failed: done, nothing changes; the hand-off refuses.
+    before = await snapshot(engine, ignoring=RETRY_COUNTS)
+    await store.orders.restore_billing("o-1", at=NOW)
+    await store.orders.restore_ownership("o-1")
+    with pytest.raises(TransferError) as refused:
+        await store.orders.reassign_ownership("o-1", at=NOW)
+    assert refused.value.code is ErrorCode.ORDER_NOT_PENDING
+    assert await snapshot(engine, ignoring=RETRY_COUNTS) == before
 
 
 async def test_every_pending_decision_twice(store: Stores, engine: AsyncEngine) -> None:

@@ -13,8 +13,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+import starter.client
+from domain.attestation import ACT_WITHIN
 from domain.codes import ErrorCode
-from domain.models import Action, Outcome
+from domain.models import Action, OrderStatus, Outcome
+from domain.refusals import TransferError
 from starter.client import TransferClient
 from tests.factory import (
     ATTESTATION_KEY,
@@ -107,3 +110,49 @@ async def test_a_keyed_retry_of_an_update_answers_the_first_update(
     assert retried == first
     order = await store.orders.get_order(state.order_id)
     assert order is not None and [e.action for e in order.events].count(Action.CANCEL) == 1
+
+
+async def test_a_keyed_retry_after_an_attempt_that_came_too_late_acts(
+    transfers: TransferClient, factory: Factory, store: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt that reached its worker too late did nothing, and its ids keep that answer: a retry
+    with the same key takes the next ids and acts; a retry after that answers what it did."""
+    source, destination = await factory.account(), await factory.account()
+    resource = await factory.resource(source)
+    signed_at = [datetime.now(UTC) - 2 * ACT_WITHIN]  # the first signature: long before the worker
+
+    def clock() -> datetime:
+        return signed_at.pop() if signed_at else datetime.now(UTC)
+
+    monkeypatch.setattr(starter.client, "now", clock)
+    opened = await transfers.initiate(
+        initiator=root(source),
+        destination_account_id=destination.id,
+        resource_id=resource.id,
+        order_id="to-keyed",
+        update_id="open-keyed",
+    )
+    assert (opened.order_id, opened.status) == ("to-keyed-1", OrderStatus.PENDING)
+    again = await transfers.initiate(
+        initiator=root(source),
+        destination_account_id=destination.id,
+        resource_id=resource.id,
+        order_id="to-keyed",
+        update_id="open-keyed",
+    )
+    assert again == opened
+
+    signed_at.append(datetime.now(UTC) - 2 * ACT_WITHIN)
+    with pytest.raises(TransferError) as late:  # an unkeyed update has no next id: "not now"
+        await transfers.cancel(opened.order_id, root(source))
+    assert late.value.code is ErrorCode.SERVICE_UNAVAILABLE
+    signed_at.append(datetime.now(UTC) - 2 * ACT_WITHIN)
+    with pytest.raises(TransferError) as late:  # the keyed attempt too late: nothing done
+        await transfers.cancel(opened.order_id, root(source), update_id="cancel-keyed")
+    assert late.value.code is ErrorCode.SERVICE_UNAVAILABLE
+    cancelled = await transfers.cancel(opened.order_id, root(source), update_id="cancel-keyed")
+    assert cancelled.status is OrderStatus.CANCELLED
+    assert await transfers.cancel(opened.order_id, root(source), update_id="cancel-keyed") == cancelled
+    assert await store.orders.get_order("to-keyed") is None  # the late attempt opened nothing
+    order = await store.orders.get_order(opened.order_id)
+    assert order is not None and [e.action for e in order.events] == [Action.INITIATE, Action.CANCEL]

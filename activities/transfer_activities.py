@@ -101,6 +101,8 @@ class TransferActivities:
         """
         started = now()
         try:
+            if activity.info().workflow_id != input.order_id:  # a replayed start under another id
+                raise TransferError(ErrorCode.UNAUTHENTICATED, "Refused: the run is not the order's")
             principal = await self._attested(
                 input.attested,
                 action=Action.INITIATE,

@@ -77,13 +77,15 @@ def sign(
 
 # Every call to Temporal answers within this (SPEC §5: never a hang, at most 10 s).
 RPC_TIMEOUT = timedelta(seconds=8)
-# Temporal's answers for "not now": unreachable, too slow, overloaded.
-# (A call that runs out of its rpc_timeout on the client's side ends CANCELLED.)
+# Temporal's answers for "not now": unreachable, too slow, overloaded, or the run not ready for an
+# update (its workflow task is being retried after a worker died: FAILED_PRECONDITION, "Workflow Task in
+# failed state"). A call that runs out of its rpc_timeout on the client's side ends CANCELLED.
 _NOT_NOW = {
     RPCStatusCode.UNAVAILABLE,
     RPCStatusCode.DEADLINE_EXCEEDED,
     RPCStatusCode.RESOURCE_EXHAUSTED,
     RPCStatusCode.CANCELLED,
+    RPCStatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -138,9 +138,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        # Unknown paths and methods: still the envelope, with the status Starlette chose.
+        # Unknown paths and methods: still the envelope. Anything else Starlette refuses (a body that is
+        # not UTF-8: FastAPI's 400) is bad input, VALIDATION_ERROR with its SPEC status.
         code = _HTTP_CODES.get(error.status_code, ErrorCode.VALIDATION_ERROR)
-        return _envelope(error.status_code, code, default_message(code))
+        return _envelope(code.http_status, code, default_message(code))
 
     async def database_down(_: Request, error: Exception) -> JSONResponse:
         log.warning("database unavailable", error=type(error).__name__)

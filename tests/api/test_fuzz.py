@@ -105,5 +105,6 @@ async def test_no_input_makes_a_server_error(api: Api, world: World, operation: 
         error = body["error"]
         assert set(error) == {"code", "message", "details"}, f"{where} -> {body}"
         assert error["code"] in ERROR_CODES, f"{where} -> {body}"
+        assert response.status_code == ErrorCode(error["code"]).http_status, f"{where} -> {body}"
         assert isinstance(error["message"], str), f"{where} -> {body}"
         assert isinstance(error["details"], dict), f"{where} -> {body}"

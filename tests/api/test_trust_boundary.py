@@ -165,6 +165,13 @@ async def test_unknown_paths_and_methods_answer_in_the_envelope(api: Api) -> Non
     assert_error(await api.call("PUT", "/healthz", None), 405, "METHOD_NOT_ALLOWED")
 
 
+async def test_a_body_that_is_not_utf_8_is_a_validation_error(api: Api) -> None:
+    token = await api.token(await api.factory.account())
+    headers = {"Content-Type": "application/json"}
+    answer = await api.call("POST", "/v1/transfers", token, content=b"\xfc\x1e@7O", headers=headers)
+    assert_error(answer, 422, "VALIDATION_ERROR")
+
+
 async def test_a_body_over_1_mib_is_refused_before_it_is_read(api: Api) -> None:
     source, destination = await api.factory.account(), await api.factory.account()
     resource = await api.factory.resource(source)

@@ -20,9 +20,11 @@ from activities.models import (
     DecideInput,
     FinishOrderInput,
     OpenOrderInput,
+    OpenOrderResult,
     OrderStepInput,
     RecordRefusalInput,
 )
+from activities.transfer_activities import TransferActivities
 from domain.codes import ErrorCode
 from domain.models import (
     AGREEMENT_VERSION,
@@ -43,8 +45,20 @@ from workflows.messages import AttestedMessage, CancelRequest, ConfirmRequest, R
 _Message = TypeVar("_Message", bound=AttestedMessage)
 
 
-async def twice(store: Stores, activity: Callable[[Any], Awaitable[Any]], input: Any) -> Any:
+def its_run(order_id: str) -> ActivityEnvironment:
+    """An activity's environment in the order's run: the run's workflow id is the order id."""
     env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=order_id)
+    return env
+
+
+async def its_run_opens(activities: TransferActivities, input: OpenOrderInput) -> OpenOrderResult:
+    result: OpenOrderResult = await its_run(input.order_id).run(activities.open_order, input)
+    return result
+
+
+async def twice(store: Stores, activity: Callable[[Any], Awaitable[Any]], input: Any) -> Any:
+    env = its_run(input.order_id)
     first = await env.run(activity, input)
     before = await snapshot(store.engine, ignoring=RETRY_COUNTS)
     second = await env.run(activity, input)
@@ -180,9 +194,7 @@ async def test_compensation_and_decisions_twice(store: Stores, factory: Factory)
 
     async def open_(resource_id: str) -> str:
         order_id = fresh_id("to")
-        await ActivityEnvironment().run(
-            activities.open_order, signed_open_input(order_id, resource_id, source, destination, now)
-        )
+        await its_run_opens(activities, signed_open_input(order_id, resource_id, source, destination, now))
         return order_id
 
     cancelled = await open_(cancelled_resource.id)
@@ -220,9 +232,7 @@ async def test_a_refusal_is_not_retried(store: Stores, factory: Factory) -> None
     running = await factory.resource(source, status=InstanceStatus.RUNNING)
     now = datetime.now(UTC)
     order_id = fresh_id("to")
-    await ActivityEnvironment().run(
-        activities.open_order, signed_open_input(order_id, running.id, source, destination, now)
-    )
+    await its_run_opens(activities, signed_open_input(order_id, running.id, source, destination, now))
     with pytest.raises(ApplicationError) as refused:
         await ActivityEnvironment().run(
             activities.accept_confirmation,
@@ -277,7 +287,7 @@ async def test_open_order_refuses_an_attestation_that_does_not_hold_and_writes_n
         transfer = forged(transfer, root(source), Action.INITIATE, order_id, how)
     before = await snapshot(store.engine)
     with pytest.raises(ApplicationError) as refused:
-        await ActivityEnvironment().run(activities.open_order, open_input(transfer, datetime.now(UTC)))
+        await its_run_opens(activities, open_input(transfer, datetime.now(UTC)))
     assert refused.value.type == ErrorCode.UNAUTHENTICATED
     assert refused.value.non_retryable
     assert await snapshot(store.engine) == before
@@ -301,9 +311,7 @@ async def test_a_decision_whose_attestation_does_not_hold_changes_nothing_and_is
     resource = await factory.resource(source)
     order_id = fresh_id("to")
     now = datetime.now(UTC)
-    await ActivityEnvironment().run(
-        activities.open_order, signed_open_input(order_id, resource.id, source, destination, now)
-    )
+    await its_run_opens(activities, signed_open_input(order_id, resource.id, source, destination, now))
     env = ActivityEnvironment()
     # decide names its refused event by run and activity id: one run of its own, as in a workflow.
     env.info = dataclasses.replace(env.info, workflow_run_id=fresh_id("run"))
@@ -360,9 +368,7 @@ async def test_a_refusal_names_its_actor_only_when_its_attestation_holds(
     resource = await factory.resource(source)
     order_id = fresh_id("to")
     now = datetime.now(UTC)
-    await ActivityEnvironment().run(
-        activities.open_order, signed_open_input(order_id, resource.id, source, destination, now)
-    )
+    await its_run_opens(activities, signed_open_input(order_id, resource.id, source, destination, now))
     request = forged(CancelRequest(), root(destination), Action.CANCEL, order_id, how)
     await ActivityEnvironment().run(
         activities.record_refusal,
@@ -415,12 +421,12 @@ async def test_an_attestation_must_hold_when_its_message_arrived(
     )
     opening = open_input(transfer, issued + received_after_issue)
     if refused_with is None:
-        await ActivityEnvironment().run(activities.open_order, opening)
+        await its_run_opens(activities, opening)
         order = await store.orders.get_order(order_id)
         assert order is not None and order.status is OrderStatus.PENDING
     else:
         with pytest.raises(ApplicationError) as refused:
-            await ActivityEnvironment().run(activities.open_order, opening)
+            await its_run_opens(activities, opening)
         assert refused.value.type == refused_with
         assert await store.orders.get_order(order_id) is None
 
@@ -445,14 +451,14 @@ async def test_a_late_retry_of_a_write_that_committed_is_answered_not_refused(
     )
     opening = open_input(transfer, issued)
     with pytest.raises(ApplicationError) as refused:  # nothing opened yet: "not now"
-        await ActivityEnvironment().run(activities.open_order, opening)
+        await its_run_opens(activities, opening)
     assert refused.value.type == ErrorCode.SERVICE_UNAVAILABLE
     in_time = signed(
         initiate(order_id, resource.id, source, destination), root(source), Action.INITIATE, order_id
     )
-    await ActivityEnvironment().run(activities.open_order, open_input(in_time, datetime.now(UTC)))
+    await its_run_opens(activities, open_input(in_time, datetime.now(UTC)))
     # The late attempt again, now that the order exists: adopted.
-    assert (await ActivityEnvironment().run(activities.open_order, opening)).product is resource.product
+    assert (await its_run_opens(activities, opening)).product is resource.product
 
     cancel = signed(CancelRequest(), root(source), Action.CANCEL, order_id)
     decided = DecideInput(
@@ -469,3 +475,21 @@ async def test_a_late_retry_of_a_write_that_committed_is_answered_not_refused(
     order = await store.orders.get_order(order_id)
     assert order is not None and order.status is OrderStatus.CANCELLED
     assert [e.action for e in order.events] == [Action.INITIATE, Action.CANCEL]
+
+
+async def test_a_start_replayed_under_another_workflow_id_opens_nothing(
+    store: Stores, factory: Factory
+) -> None:
+    """A real initiate's input, attestation and all, started again under another workflow id (a client
+    that reaches Temporal directly): its run is not the order's, and adopts nothing."""
+    activities = transfer_activities(store)
+    source, destination = await factory.account(), await factory.account()
+    resource = await factory.resource(source)
+    order_id = fresh_id("to")
+    opening = signed_open_input(order_id, resource.id, source, destination, datetime.now(UTC))
+    await its_run_opens(activities, opening)
+    before = await snapshot(store.engine)
+    with pytest.raises(ApplicationError) as refused:
+        await its_run(fresh_id("to")).run(activities.open_order, opening)
+    assert refused.value.type == ErrorCode.UNAUTHENTICATED and refused.value.non_retryable
+    assert await snapshot(store.engine) == before

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.testing import WorkflowEnvironment
 
 import starter.client
 from domain.attestation import ACT_WITHIN
@@ -29,7 +29,7 @@ from tests.factory import (
     transfer_client,
 )
 from tests.stores import Stores
-from tests.workflows.test_activities import signed_open_input
+from tests.workflows.test_activities import its_run_opens, signed_open_input
 from worker import build_worker
 from workflows.messages import ConfirmRequest
 from workflows.resource_transfer import RECORDED_REFUSALS, ResourceTransfer
@@ -50,17 +50,11 @@ async def test_an_open_order_retry_adopts_its_order_and_refuses_another_orders_i
     order_id = fresh_id("to")
     now = datetime.now(UTC)
     activities = transfer_activities(store)
-    opened = await ActivityEnvironment().run(
-        activities.open_order, signed_open_input(order_id, first.id, source, destination, now)
-    )
-    again = await ActivityEnvironment().run(
-        activities.open_order, signed_open_input(order_id, first.id, source, destination, now)
-    )
+    opened = await its_run_opens(activities, signed_open_input(order_id, first.id, source, destination, now))
+    again = await its_run_opens(activities, signed_open_input(order_id, first.id, source, destination, now))
     assert again == opened
     with pytest.raises(ApplicationError) as refused:
-        await ActivityEnvironment().run(
-            activities.open_order, signed_open_input(order_id, second.id, source, destination, now)
-        )
+        await its_run_opens(activities, signed_open_input(order_id, second.id, source, destination, now))
     assert refused.value.type == ErrorCode.VALIDATION_ERROR
     untouched = await store.get_resource(second.id)
     assert untouched is not None and untouched.locked_by_order_id is None

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck histories screenshots bench clean
+.PHONY: install run test check lint typecheck histories screenshots bench chaos clean
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ histories: install
 # BENCH_PROBE and BENCH_LATENCY_SAMPLES choose smaller sizes for a quick run.
 bench: install
 	$(BIN)/python -m bench.run
+
+# The fault and abuse suite (chaos/run.py) on the real stack with PostgreSQL: one table, also written to
+# build/chaos.json; at most 15 minutes. CHAOS_* choose smaller sizes, CHAOS_ONLY some groups.
+chaos: install
+	$(BIN)/python -m chaos.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

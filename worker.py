@@ -36,7 +36,7 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 # Fault injection, for the fault suite only (`make chaos`): never set in production.
 FAULT_KILL_AFTER = "TRANSFER_FAULT_KILL_AFTER"  # activity names, comma-separated
 FAULT_MARKS = "TRANSFER_FAULT_MARKS"  # a folder: which (activity, order) were killed once
-KILL_GRACE_S = 0.3
+KILL_GRACE_S = 2.0
 
 
 async def register_search_attributes(client: Client, namespace: str) -> list[str]:

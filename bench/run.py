@@ -223,31 +223,39 @@ class Product:
         made = await self._post("/v1/admin/accounts", body, self._admin)
         return Account(id=account_id, token=made["api_token"], secret=made["mfa_secret"])
 
-    async def resource(self, owner: Account) -> str:
+    async def resource(self, owner: Account, *, subscription: bool = False) -> str:
+        """A stopped VPC instance, pay-as-you-go or (with its original charge) a month's subscription."""
         resource_id = "i-" + uuid.uuid4().hex[:16]
+        now = datetime.now(UTC)
         body = {
             "id": resource_id,
             "product": "ecs",
             "billing": "pay_as_you_go",
             "owner_account_id": owner.id,
-            "created_at": (datetime.now(UTC) - timedelta(days=30)).isoformat(),
+            "created_at": (now - timedelta(days=30)).isoformat(),
             "monthly_price": "10.00",
             "network": "vpc",
             "status": "stopped",
         }
+        if subscription:
+            body |= {"billing": "subscription", "expires_at": (now + timedelta(days=30)).isoformat()}
         await self._post("/v1/admin/resources", body, self._admin)
         return resource_id
 
-    async def pairs(self, transfers: int, batch: int) -> list[Pair]:
+    async def pairs(self, transfers: int, batch: int, *, subscription: bool = False) -> list[Pair]:
         """One source and destination per batch: a TOTP code works once per account and 30 s step."""
 
         async def pair(size: int) -> Pair:
             source, destination = await self.account(), await self.account()
-            ids = await bounded([source] * size, 8, self.resource)
+            ids = await bounded([source] * size, 8, partial(self.resource, subscription=subscription))
             return Pair(source, destination, tuple(ids))
 
         sizes = [min(batch, transfers - i) for i in range(0, transfers, batch)]
         return await bounded(sizes, 2, pair)
+
+    async def auto_renew(self, resource_id: str) -> Any:
+        """One auto-renewal now, charged to the resource's owner of this moment: the charge."""
+        return await self._post(f"/v1/admin/resources/{resource_id}/auto-renew", {}, self._admin)
 
     async def initiate(self, pair: Pair, *, overload: bool = False) -> list[str]:
         """The orders opened; with `overload`, items answered SERVICE_UNAVAILABLE are counted, not fatal

@@ -36,6 +36,7 @@ from domain.codes import ErrorCode
 from domain.models import AGREEMENT_VERSION, Action, OrderStatus, Principal, ReceivingConfig
 from domain.refusals import TransferError, unavailable
 from settings import Settings
+from starter.deadline import time_left
 from workflows import search_attributes
 from workflows.messages import (
     DEFAULT_CONFIRM_WINDOW,
@@ -89,11 +90,19 @@ _NOT_NOW = {
 }
 
 
+# What a request still does after its Temporal calls (release an unused code, keep its answer).
+AFTER_TEMPORAL_S = 1.5
+
+
 @asynccontextmanager
 async def _reaching_temporal() -> AsyncIterator[None]:
-    """Temporal down, slow or overloaded becomes SERVICE_UNAVAILABLE; every other error stays itself."""
+    """Temporal down, slow or overloaded becomes SERVICE_UNAVAILABLE; every other error stays itself.
+    Within a request, the call takes no longer than the request's deadline allows (starter.deadline)."""
     try:
-        yield
+        async with asyncio.timeout(time_left(AFTER_TEMPORAL_S)):
+            yield
+    except TimeoutError:
+        raise unavailable("temporal") from None
     except RPCTimeoutOrCancelledError:
         raise unavailable("temporal") from None
     except RPCError as error:

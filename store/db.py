@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,26 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
 )
+
+# asyncpg reports a server that is shutting down, starting or cut off (SQLSTATE classes 57 and 08: "the
+# database system is shutting down") as a plain DBAPIError; it is an outage all the same.
+_OUTAGE_SQLSTATE_CLASSES = ("08", "57")
+
+
+@contextmanager
+def _outages_as_outages() -> Iterator[None]:
+    try:
+        yield
+    except exc.DBAPIError as error:
+        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+        if (
+            isinstance(error, OUTAGE_ERRORS)
+            or error.orig is None
+            or sqlstate[:2] not in _OUTAGE_SQLSTATE_CLASSES
+        ):
+            raise
+        raise exc.OperationalError(error.statement, error.params, error.orig) from error
+
 
 # A writer waits this long for SQLite's write lock before giving up with "database is locked" (an API
 # request then answers 503 within SPEC §5's 10 s; an activity retries).
@@ -128,25 +148,27 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A transaction that commits when the block ends and rolls back when it raises."""
-        if self._one_writer is None:
-            async with self._sessions.begin() as session:
-                yield session
-            return
-        # Waiting for the writer before us is bounded like SQLite's own wait (an outage, then).
-        async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
-            await self._one_writer.acquire()
-        try:
-            async with self._sessions.begin() as session:
-                yield session
-        finally:
-            self._one_writer.release()
+        with _outages_as_outages():
+            if self._one_writer is None:
+                async with self._sessions.begin() as session:
+                    yield session
+                return
+            # Waiting for the writer before us is bounded like SQLite's own wait (an outage, then).
+            async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
+                await self._one_writer.acquire()
+            try:
+                async with self._sessions.begin() as session:
+                    yield session
+            finally:
+                self._one_writer.release()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only transaction: on SQLite a plain BEGIN that never waits for writers."""
-        async with self._sessions() as session:
-            await session.connection(execution_options={READ_ONLY: True})
-            yield session
+        with _outages_as_outages():
+            async with self._sessions() as session:
+                await session.connection(execution_options={READ_ONLY: True})
+                yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -21,6 +21,7 @@ from domain.codes import ErrorCode, default_message
 from domain.models import Refusal
 from domain.refusals import RETRY_AFTER_S, TransferError, unavailable
 from settings import Settings, connect_temporal
+from starter import deadline
 from starter.api.body_limit import BodyLimit
 from starter.api.deps import AppState, Services, authenticate, get_state
 from starter.api.idempotency import idempotent
@@ -103,6 +104,15 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def authenticated_first(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # SPEC §5: never a hang. The deadline bounds the Temporal calls, which leave time for the rest
+        # (the database's waits have their own bounds: store.db; cancelling them mid-way would hand a
+        # broken connection back to the pool).
+        with deadline.answering_within(deadline.ANSWER_WITHIN_S):
+            return await _authenticated_first(request, call_next)
+
+    async def _authenticated_first(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         try:

@@ -16,12 +16,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from domain.models import InstanceStatus
 from settings import Settings
+from starter import deadline
 from starter.api.app import build_services, create_app
 from store.db import Database
 from store.tables import IdempotencyKeyRow
@@ -323,6 +324,33 @@ async def test_with_temporal_down_writes_answer_503_and_use_no_code(api: Api) ->
     assert again.status_code == 200, again.text
     assert again.json()["results"][0]["status"] == "pending"
     assert (await api.call("GET", "/readyz", None)).json() == {"status": "ready"}
+
+
+async def test_a_temporal_that_does_not_answer_is_503_by_the_deadline_and_uses_no_code(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However the SDK retries, a Temporal call takes what the request's deadline leaves it (less
+    what the request still does after it)."""
+    source, destination = await api.factory.account(), await api.factory.account()
+    resource = await api.factory.resource(source)
+    source_token, destination_token = await api.token(source), await api.token(destination)
+    pending = await open_order(api, source, destination, resource.id, source_token)
+
+    async def hangs(*_: object, **__: object) -> None:
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(deadline, "ANSWER_WITHIN_S", 3.0)
+    monkeypatch.setattr(WorkflowHandle, "execute_update", hangs)
+    body = confirm_body(destination)
+    auth = {"Authorization": f"Bearer {destination_token}"}
+    started = asyncio.get_running_loop().time()
+    late = await api.http.post(f"/v1/transfers/{pending}/confirm", json=body, headers=auth)
+    assert asyncio.get_running_loop().time() - started < 3.0
+    assert_error(late, 503, "SERVICE_UNAVAILABLE")
+    monkeypatch.undo()
+    # Nothing was done and the code is not used up: the same code confirms.
+    again = await api.http.post(f"/v1/transfers/{pending}/confirm", json=body, headers=auth)
+    assert again.status_code == 200, again.text
 
 
 async def test_with_the_database_down_the_api_answers_503(dev_env: WorkflowEnvironment) -> None:

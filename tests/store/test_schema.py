@@ -13,11 +13,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, inspect, select, text, update
+from sqlalchemy import Connection, exc, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.models import ChargeKind
-from store.db import alembic_config, create_engine, migrate, sqlite_url
+from store.db import OUTAGE_ERRORS, alembic_config, create_engine, migrate, sqlite_url
 from store.secret_box import SecretBox
 from store.tables import AccountRow, Base, ResourceRow
 from tests.factory import SECRET_BOX
@@ -180,3 +180,21 @@ async def test_migration_0004_seals_secrets_an_older_schema_kept_in_plain_text(t
 def test_the_sqlite_file_is_its_owner_s_only(tmp_path: Path) -> None:
     create_engine(sqlite_url(tmp_path / "private.db"))
     assert (tmp_path / "private.db").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(("sqlstate", "outage"), [("57P03", True), ("08006", True), ("23505", False)])
+async def test_a_server_shutting_down_is_an_outage(store: Stores, sqlstate: str, outage: bool) -> None:
+    """asyncpg's "the database system is shutting down" (57P03) comes as a plain DBAPIError: an outage,
+    which the API answers 503; any other database error stays itself."""
+
+    class Reported(Exception):
+        pass
+
+    failure = Reported("the database system is shutting down")
+    failure.sqlstate = sqlstate  # type: ignore[attr-defined]
+    expected: tuple[type[BaseException], ...] = OUTAGE_ERRORS if outage else (exc.DBAPIError,)
+    for transaction in (store.db.read, store.db.write):
+        with pytest.raises(expected) as raised:
+            async with transaction():
+                raise exc.DBAPIError("SELECT 1", {}, failure)
+        assert isinstance(raised.value, OUTAGE_ERRORS) is outage

@@ -123,7 +123,7 @@ class OrderTransactions:
             pair = await orders.account_pair(
                 source_account_id, destination_account_id, excluding=order_id, lock=True
             )
-            if (existing := await orders.get(order_id)) is not None:
+            if (existing := await orders.get(order_id, history=False)) is not None:
                 theirs = (existing.resource_id, existing.source_account_id, existing.destination_account_id)
                 if theirs != (resource_id, source_account_id, destination_account_id):
                     raise TransferError(ErrorCode.VALIDATION_ERROR, "the order id belongs to another order")
@@ -433,7 +433,9 @@ async def _transferring(orders: OrderStore, order_id: str, *, ended: OrderStatus
 
 
 async def _must(orders: OrderStore, order_id: str) -> Order:
-    order = await orders.get(order_id)
+    """The order's own fields (its steps and events are `get_order`'s: a write's callers read the
+    status, and reloading the history after every transition was two queries for nothing)."""
+    order = await orders.get(order_id, history=False)
     if order is None:
         raise LookupError(f"order {order_id!r} vanished inside its transaction")
     return order

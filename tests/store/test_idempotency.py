@@ -95,7 +95,9 @@ async def test_every_write_of_a_completed_transfer_twice(store: Stores, engine: 
         engine, lambda: store.orders.finish("o-1", status=OrderStatus.COMPLETED, at=later)
     )
     assert completed.status is OrderStatus.COMPLETED
-    assert [e.action for e in completed.events] == [
+    recorded = await store.orders.get_order("o-1")
+    assert recorded is not None
+    assert [e.action for e in recorded.events] == [
         Action.INITIATE,
         Action.CONFIRM,
         Action.CONFIRM,

@@ -5,6 +5,7 @@ backend service would (chaos.traffic) and judges them from the database (chaos.a
 from __future__ import annotations
 
 import asyncio
+
 import os
 import random
 import subprocess
@@ -12,7 +13,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -60,7 +61,6 @@ class Run:
     product: Product
     traffic: Traffic
     sizes: Sizes
-    tallies: list[Tally] = field(default_factory=list)
 
 
 def _row(
@@ -77,10 +77,9 @@ def _row(
     return Row(scenario, len(findings), expected, observed, len(lost), len(duplicated), passed)
 
 
-async def _transfer(run: Run, pair: Pair) -> str:
+async def _transfer(run: Run, pair: Pair) -> None:
     order_id = await run.traffic.open(pair)
     await run.traffic.decide(pair, order_id, "confirm")
-    return order_id
 
 
 async def _settle_and_audit(run: Run, transfers: Sequence[Transfer]) -> list[Finding]:
@@ -130,7 +129,7 @@ async def worker_killed_in_each_activity(run: Run) -> list[Row]:
         killed = {resource_of.get(m.name.split(".", 1)[1]) for m in run.stack.marks.glob(f"{activity}.*")}
         step = STEP_OF[activity]
         judged = [
-            Finding(f.resource_id, f.status, f"its {step} step shows one attempt")
+            replace(f, lost=f"its {step} step shows one attempt")
             if f.lost is None and step is not None and attempts.get((f.resource_id, step), 0) < 2
             else f
             for f in findings

@@ -5,7 +5,6 @@ backend service would (chaos.traffic) and judges them from the database (chaos.a
 from __future__ import annotations
 
 import asyncio
-
 import os
 import random
 import subprocess

@@ -210,6 +210,10 @@ class Product:
             raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:300]}")
         return response.json()
 
+    async def admin(self, path: str, body: dict[str, Any]) -> Any:
+        """A provisioning call with the admin token: its answer."""
+        return await self._post(path, body, self._admin)
+
     async def account(self) -> Account:
         account_id = "b-" + uuid.uuid4().hex[:16]
         body = {
@@ -220,7 +224,7 @@ class Product:
             "entity_id": "e-" + account_id,
             "entity_name": "Entity " + account_id,
         }
-        made = await self._post("/v1/admin/accounts", body, self._admin)
+        made = await self.admin("/v1/admin/accounts", body)
         return Account(id=account_id, token=made["api_token"], secret=made["mfa_secret"])
 
     async def resource(self, owner: Account, *, subscription: bool = False) -> str:
@@ -239,7 +243,7 @@ class Product:
         }
         if subscription:
             body |= {"billing": "subscription", "expires_at": (now + timedelta(days=30)).isoformat()}
-        await self._post("/v1/admin/resources", body, self._admin)
+        await self.admin("/v1/admin/resources", body)
         return resource_id
 
     async def pairs(self, transfers: int, batch: int, *, subscription: bool = False) -> list[Pair]:
@@ -255,7 +259,7 @@ class Product:
 
     async def auto_renew(self, resource_id: str) -> Any:
         """One auto-renewal now, charged to the resource's owner of this moment: the charge."""
-        return await self._post(f"/v1/admin/resources/{resource_id}/auto-renew", {}, self._admin)
+        return await self.admin(f"/v1/admin/resources/{resource_id}/auto-renew", {})
 
     async def initiate(self, pair: Pair, *, overload: bool = False) -> list[str]:
         """The orders opened; with `overload`, items answered SERVICE_UNAVAILABLE are counted, not fatal

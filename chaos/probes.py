@@ -317,15 +317,8 @@ def changed_tables(before: Fingerprint, after: Fingerprint) -> list[str]:
 # --- provisioning through the admin API ---------------------------------------------------------------
 
 
-async def admin_post(live: Live, path: str, body: dict[str, Any]) -> Any:
-    response = await live.api.post(path, json=body, headers=admin_auth(), timeout=ANSWER_WITHIN)
-    if response.status_code not in (200, 201):
-        raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:300]}")
-    return response.json()
-
-
 async def ram_user(live: Live, account: Account) -> str:
-    made = await admin_post(live, f"/v1/admin/accounts/{account.id}/ram-users", {"name": "chaos-ops"})
+    made = await live.product.admin(f"/v1/admin/accounts/{account.id}/ram-users", {"name": "chaos-ops"})
     token: str = made["api_token"]
     return token
 
@@ -337,7 +330,7 @@ async def organization(live: Live, management: Account, members: Sequence[Accoun
         "management_account_id": management.id,
         "member_account_ids": [m.id for m in members],
     }
-    await admin_post(live, "/v1/admin/organizations", body)
+    await live.product.admin("/v1/admin/organizations", body)
     return org_id
 
 

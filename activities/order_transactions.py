@@ -163,7 +163,7 @@ class OrderTransactions:
             await orders.add_event(f"{order_id}:{Action.INITIATE}", order_id, initiated)
             # Only now: a refused initiate has no order to record steps of.
             await _record_steps(orders, order_id, steps)
-            return await _must(orders, order_id)
+            return order
 
     async def decide(
         self,
@@ -364,37 +364,34 @@ class OrderTransactions:
         to_status: OrderStatus = values["status"]
         async with self._unit(order_id, steps) as session:
             orders = OrderStore(session)
+            # Read under the row's lock: no one else moves the order until this transaction ends.
             order = await orders.get(order_id, lock=True, history=False)
             if order is None:
                 raise TransferError(ErrorCode.ORDER_NOT_FOUND)
             if order.status is from_status and to_status is OrderStatus.TRANSFERRING:
-                found = await confirmation_refusal(session, order_id, at=values["confirmed_at"], lock=True)
+                found = await confirmation_refusal(session, order, at=values["confirmed_at"], lock=True)
                 if found is not None:
                     raise TransferError.of(found)
-            if not await orders.transition(order_id, from_status, values):
-                current = await _must(orders, order_id)
-                if current.status is to_status:
-                    return current
-                raise TransferError(ErrorCode.ORDER_NOT_PENDING, details={"status": current.status.value})
+            moved = await orders.transition(order_id, from_status, values)
+            if moved is None:
+                if order.status is to_status:
+                    return order
+                raise TransferError(ErrorCode.ORDER_NOT_PENDING, details={"status": order.status.value})
             if to_status.is_terminal:
                 await ResourceStore(session).release_lock(order_id)
             await orders.add_event(f"{order_id}:{event.action}", order_id, event)
-            return await _must(orders, order_id)
+            return moved
 
 
-async def confirmation_refusal(session: Any, order_id: str, *, at: datetime, lock: bool) -> Refusal | None:
-    """The facts of rules.confirmation_refusal; with `lock` the resource's row is locked (a start of the
-    instance locks it too, so the two serialize)."""
-    orders = OrderStore(session)
-    order = await orders.get(order_id, history=False)
-    if order is None:
-        return refusal(ErrorCode.ORDER_NOT_FOUND)
-    pair = await orders.account_pair(
-        order.source_account_id, order.destination_account_id, excluding=order_id, lock=False
+async def confirmation_refusal(session: Any, order: Order, *, at: datetime, lock: bool) -> Refusal | None:
+    """The facts of rules.confirmation_refusal for the order; with `lock` the resource's row is locked (a
+    start of the instance locks it too, so the two serialize)."""
+    pair = await OrderStore(session).account_pair(
+        order.source_account_id, order.destination_account_id, excluding=order.order_id, lock=False
     )
     assert pair is not None, "an order's source account exists"
     resource = await ResourceStore(session).get(order.resource_id, lock=lock)
-    return rules.confirmation_refusal(pair, resource, order_id=order_id, now=at)
+    return rules.confirmation_refusal(pair, resource, order_id=order.order_id, now=at)
 
 
 def _one(step: StepAttempt | None) -> Sequence[StepAttempt]:
@@ -429,13 +426,4 @@ async def _transferring(orders: OrderStore, order_id: str, *, ended: OrderStatus
         return None
     if order.status is not OrderStatus.TRANSFERRING:
         raise TransferError(ErrorCode.ORDER_NOT_PENDING, details={"status": order.status.value})
-    return order
-
-
-async def _must(orders: OrderStore, order_id: str) -> Order:
-    """The order's own fields (its steps and events are `get_order`'s: a write's callers read the
-    status, and reloading the history after every transition was two queries for nothing)."""
-    order = await orders.get(order_id, history=False)
-    if order is None:
-        raise LookupError(f"order {order_id!r} vanished inside its transaction")
     return order

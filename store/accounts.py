@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import Account, Principal
-from store.queries import get, insert_once
+from store.queries import get, insert_once, rowcount, table
 from store.secret_box import SECRET_BOX, SecretBox
 from store.tables import AccountRow, CredentialRow
 
@@ -40,10 +40,11 @@ class AccountStore:
         return await insert_once(self._session, AccountRow, values)
 
     async def update(self, account_id: str, changes: dict[str, Any]) -> None:
-        row = await get(self._session, AccountRow, account_id, lock=True)
-        assert row is not None, "update an account read under lock first"
-        for name, value in changes.items():
-            setattr(row, name, value)
+        """Writes `changes` onto an account the caller read under lock."""
+        if changes:
+            accounts = table(AccountRow)
+            statement = update(accounts).where(accounts.c.id == account_id).values(**changes)
+            await rowcount(self._session, statement)
 
     async def verified_of_entity(self, entity_id: str, *, other_than: str) -> int:
         """How many other accounts of the entity are verified. On PostgreSQL an advisory lock per entity

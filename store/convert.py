@@ -1,17 +1,19 @@
-"""Rows to domain models where the shapes differ: the only place that knows both."""
+"""Rows (of store.tables' columns) to domain models where the shapes differ: the only place that knows
+both."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from domain.codes import ErrorCode
 from domain.models import Event, Order, Refusal, Step
-from store.tables import OrderRow, OrderStepRow
 
 
 def refusal(code: ErrorCode | None, message: str | None) -> Refusal | None:
     return None if code is None else Refusal(code=code, message=message or "")
 
 
-def step(row: OrderStepRow) -> Step:
+def step(row: Any) -> Step:
     return Step(
         name=row.name,
         status=row.status,
@@ -22,7 +24,7 @@ def step(row: OrderStepRow) -> Step:
     )
 
 
-def order(row: OrderRow, steps: list[Step], events: list[Event]) -> Order:
+def order(row: Any, steps: list[Step], events: list[Event]) -> Order:
     return Order(
         order_id=row.order_id,
         resource_id=row.resource_id,

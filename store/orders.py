@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, case, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import (
@@ -24,8 +23,11 @@ from domain.models import (
 )
 from store import convert
 from store.accounts import AccountStore
-from store.queries import NO_SYNC, get, insert_once, must_get, rowcount
+from store.queries import get, insert_once, must_get, rowcount, table
 from store.tables import AccountRow, BillingHandoffRow, OrderEventRow, OrderRow, OrderStepRow
+
+ACCOUNTS, ORDERS, STEPS, EVENTS = (table(t) for t in (AccountRow, OrderRow, OrderStepRow, OrderEventRow))
+HANDOFFS = table(BillingHandoffRow)
 
 # Orders whose destination counts for the destination limits.
 COUNTING = [status for status in OrderStatus if status.counts_for_destination_limits]
@@ -45,35 +47,34 @@ class OrderStore:
 
     async def add(self, order: Order) -> bool:
         """Inserts a new order; False if the partial unique index finds another open order of the resource."""
-        values = order.model_dump(exclude={"failure", "steps", "events"})
-        try:
-            async with self._session.begin_nested():
-                self._session.add(OrderRow(**values))
-        except IntegrityError:
-            return False
-        return True
-
-    async def transition(self, order_id: str, from_status: OrderStatus, values: dict[str, Any]) -> bool:
-        """Moves the order out of `from_status` if no one moved it first; True if this call did."""
-        return (
-            await rowcount(
-                self._session,
-                update(OrderRow)
-                .where(OrderRow.order_id == order_id, OrderRow.status == from_status)
-                .values(**values),
-            )
-            == 1
+        return await insert_once(
+            self._session, OrderRow, order.model_dump(exclude={"failure", "steps", "events"})
         )
 
+    async def transition(
+        self, order_id: str, from_status: OrderStatus, values: dict[str, Any]
+    ) -> Order | None:
+        """Moves the order out of `from_status` if no one moved it first: the order after it (without its
+        history), or None if this call did not move it."""
+        moved = await self._session.execute(
+            update(ORDERS)
+            .where(ORDERS.c.order_id == order_id, ORDERS.c.status == from_status)
+            .values(**values)
+            .returning(*ORDERS.c)
+        )
+        row = moved.one_or_none()
+        return None if row is None else convert.order(row, [], [])
+
     async def receiving_config(self, order_id: str) -> dict[str, Any] | None:
-        return (await must_get(self._session, OrderRow, order_id)).receiving_config
+        config: dict[str, Any] | None = (await must_get(self._session, OrderRow, order_id)).receiving_config
+        return config
 
     async def open_order_ids(self) -> list[str]:
         """The pending and transferring orders, oldest first."""
         rows = await self._session.scalars(
-            select(OrderRow.order_id)
-            .where(OrderRow.status.in_([OrderStatus.PENDING, OrderStatus.TRANSFERRING]))
-            .order_by(OrderRow.created_at, OrderRow.order_id)
+            select(ORDERS.c.order_id)
+            .where(ORDERS.c.status.in_([OrderStatus.PENDING, OrderStatus.TRANSFERRING]))
+            .order_by(ORDERS.c.created_at, ORDERS.c.order_id)
         )
         return list(rows)
 
@@ -91,27 +92,27 @@ class OrderStore:
         whether more follow."""
         if not account_ids:
             return [], False
-        as_source = OrderRow.source_account_id.in_(account_ids)
-        as_destination = OrderRow.destination_account_id.in_(account_ids)
+        as_source = ORDERS.c.source_account_id.in_(account_ids)
+        as_destination = ORDERS.c.destination_account_id.in_(account_ids)
         party = {
             Role.SOURCE: as_source,
             Role.DESTINATION: as_destination,
             None: or_(as_source, as_destination),
         }
-        query = select(OrderRow).where(party[role])
+        query = select(ORDERS).where(party[role])
         if statuses is not None:
-            query = query.where(OrderRow.status.in_(statuses))
+            query = query.where(ORDERS.c.status.in_(statuses))
         if after is not None:
             created_at, order_id = after
             query = query.where(
                 or_(
-                    OrderRow.created_at < created_at,
-                    and_(OrderRow.created_at == created_at, OrderRow.order_id < order_id),
+                    ORDERS.c.created_at < created_at,
+                    and_(ORDERS.c.created_at == created_at, ORDERS.c.order_id < order_id),
                 )
             )
         # One row more than the page tells whether another page follows.
-        query = query.order_by(OrderRow.created_at.desc(), OrderRow.order_id.desc()).limit(limit + 1)
-        rows = list(await self._session.scalars(query))
+        query = query.order_by(ORDERS.c.created_at.desc(), ORDERS.c.order_id.desc()).limit(limit + 1)
+        rows = list(await self._session.execute(query))
         return await self._with_history(rows[:limit]), len(rows) > limit
 
     async def account_pair(
@@ -134,13 +135,13 @@ class OrderStore:
     ) -> list[PriorDestination]:
         """Destinations of the source's pending, transferring and completed orders but `excluding`."""
         query = (
-            select(AccountRow.id, AccountRow.kind, AccountRow.entity_id)
-            .join(OrderRow, OrderRow.destination_account_id == AccountRow.id)
-            .where(OrderRow.source_account_id == source_account_id, OrderRow.status.in_(COUNTING))
+            select(ACCOUNTS.c.id, ACCOUNTS.c.kind, ACCOUNTS.c.entity_id)
+            .join(ORDERS, ORDERS.c.destination_account_id == ACCOUNTS.c.id)
+            .where(ORDERS.c.source_account_id == source_account_id, ORDERS.c.status.in_(COUNTING))
             .distinct()
         )
         if excluding is not None:
-            query = query.where(OrderRow.order_id != excluding)
+            query = query.where(ORDERS.c.order_id != excluding)
         return [
             PriorDestination(account_id=id_, kind=kind, entity_id=entity_id)
             for id_, kind, entity_id in await self._session.execute(query)
@@ -179,7 +180,7 @@ class OrderStore:
 
     async def status(self, order_id: str) -> OrderStatus | None:
         """The order's status alone (no history loaded)."""
-        row = await self._session.get(OrderRow, order_id)
+        row = await get(self._session, OrderRow, order_id)
         return row.status if row else None
 
     async def _write_step(self, order_id: str, name: str, *, at: datetime, values: dict[str, Any]) -> None:
@@ -188,11 +189,11 @@ class OrderStore:
         ):
             return
         retried = case(
-            (OrderStepRow.attempts + 1 > values["attempts"], OrderStepRow.attempts + 1),
+            (STEPS.c.attempts + 1 > values["attempts"], STEPS.c.attempts + 1),
             else_=values["attempts"],
         )
-        step = update(OrderStepRow).where(OrderStepRow.order_id == order_id, OrderStepRow.name == name)
-        succeeded = OrderStepRow.status == StepStatus.SUCCEEDED
+        step = update(STEPS).where(STEPS.c.order_id == order_id, STEPS.c.name == name)
+        succeeded = STEPS.c.status == StepStatus.SUCCEEDED
         failed_before = step.where(~succeeded).values(**{**values, "attempts": retried})
         if not await rowcount(self._session, failed_before):
             await rowcount(self._session, step.where(succeeded).values(attempts=retried))
@@ -200,7 +201,7 @@ class OrderStore:
     # -- billing hand-off ---------------------------------------------------------------------------
 
     async def handed_off(self, order_id: str) -> bool:
-        return await self._session.get(BillingHandoffRow, order_id) is not None
+        return await get(self._session, BillingHandoffRow, order_id) is not None
 
     async def add_handoff(self, order: Order, *, cut_over_at: datetime) -> None:
         values = {
@@ -214,28 +215,24 @@ class OrderStore:
 
     async def revert_handoff(self, order_id: str, *, at: datetime) -> None:
         """Marks the hand-off reverted, once; without a hand-off there is nothing to revert."""
-        await self._session.execute(
-            update(BillingHandoffRow)
-            .where(BillingHandoffRow.order_id == order_id, BillingHandoffRow.reverted_at.is_(None))
+        await rowcount(
+            self._session,
+            update(HANDOFFS)
+            .where(HANDOFFS.c.order_id == order_id, HANDOFFS.c.reverted_at.is_(None))
             .values(reverted_at=at),
-            execution_options=NO_SYNC,
         )
 
-    async def _with_history(self, rows: Sequence[OrderRow]) -> list[Order]:
+    async def _with_history(self, rows: Sequence[Any]) -> list[Order]:
         """The orders with their steps and events: two queries for any number of orders."""
         ids = [row.order_id for row in rows]
         steps: dict[str, list[Step]] = defaultdict(list)
-        for step in await self._session.scalars(
-            select(OrderStepRow)
-            .where(OrderStepRow.order_id.in_(ids))
-            .order_by(OrderStepRow.started_at, OrderStepRow.name)
+        for step in await self._session.execute(
+            select(STEPS).where(STEPS.c.order_id.in_(ids)).order_by(STEPS.c.started_at, STEPS.c.name)
         ):
             steps[step.order_id].append(convert.step(step))
         events: dict[str, list[Event]] = defaultdict(list)
-        for event in await self._session.scalars(
-            select(OrderEventRow)
-            .where(OrderEventRow.order_id.in_(ids))
-            .order_by(OrderEventRow.at, OrderEventRow.id)
+        for event in await self._session.execute(
+            select(EVENTS).where(EVENTS.c.order_id.in_(ids)).order_by(EVENTS.c.at, EVENTS.c.id)
         ):
             events[event.order_id].append(Event.model_validate(event, from_attributes=True))
         return [convert.order(row, steps[row.order_id], events[row.order_id]) for row in rows]

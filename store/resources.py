@@ -6,6 +6,7 @@ so whoever changes the row holds the resource; orders.uq_orders_open_resource_id
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -16,11 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.codes import ErrorCode
 from domain.models import CENT, MAX_MONEY, Charge, ChargeKind, Product, Resource
 from domain.refusals import TransferError
-from store.queries import NO_SYNC, get, insert_once, rowcount
+from store.queries import NO_SYNC, get, insert_once, rowcount, table
 from store.tables import BillingHandoffRow, ChargeRow, ResourceRow
 
+RESOURCES = table(ResourceRow)
 
-def _resource(row: ResourceRow, attached_eip_ids: list[str] | None = None) -> Resource:
+
+def _resource(row: Any, attached_eip_ids: list[str] | None = None) -> Resource:
     resource = Resource.model_validate(row, from_attributes=True)
     return resource.model_copy(update={"attached_eip_ids": attached_eip_ids or []})
 
@@ -59,28 +62,28 @@ class ResourceStore:
     async def owned_by(self, owner_account_ids: set[str]) -> list[Resource]:
         """The resources these accounts own, released ones excluded, oldest first."""
         rows = list(
-            await self._session.scalars(
-                select(ResourceRow)
-                .where(ResourceRow.owner_account_id.in_(owner_account_ids), ResourceRow.released.is_(False))
-                .order_by(ResourceRow.created_at, ResourceRow.id)
+            await self._session.execute(
+                select(RESOURCES)
+                .where(RESOURCES.c.owner_account_id.in_(owner_account_ids), RESOURCES.c.released.is_(False))
+                .order_by(RESOURCES.c.created_at, RESOURCES.c.id)
             )
         )
         eips = await self._attached_eips(rows)
         return [_resource(row, eips.get(row.id)) for row in rows]
 
-    async def _attached_eips(self, rows: list[ResourceRow]) -> dict[str, list[str]]:
+    async def _attached_eips(self, rows: Sequence[Any]) -> dict[str, list[str]]:
         """The EIPs attached to each ECS instance among `rows`, in id order."""
         instance_ids = [row.id for row in rows if row.product is Product.ECS]
         if not instance_ids:
             return {}
         found = await self._session.execute(
-            select(ResourceRow.attached_to, ResourceRow.id)
+            select(RESOURCES.c.attached_to, RESOURCES.c.id)
             .where(
-                ResourceRow.attached_to.in_(instance_ids),
-                ResourceRow.product == Product.EIP,
-                ResourceRow.released.is_(False),
+                RESOURCES.c.attached_to.in_(instance_ids),
+                RESOURCES.c.product == Product.EIP,
+                RESOURCES.c.released.is_(False),
             )
-            .order_by(ResourceRow.id)
+            .order_by(RESOURCES.c.id)
         )
         eips: dict[str, list[str]] = {}
         for instance_id, eip_id in found:
@@ -90,12 +93,12 @@ class ResourceStore:
 
     async def change(self, resource_id: str, values: dict[str, Any]) -> Resource:
         """Writes `values` onto a resource the caller read under lock."""
-        row = await get(self._session, ResourceRow, resource_id, lock=True)
-        assert row is not None, "change a resource read under lock first"
-        for name, value in values.items():
-            setattr(row, name, value)
-        await self._session.flush()
-        return _resource(row, (await self._attached_eips([row])).get(row.id))
+        if values:
+            statement = update(RESOURCES).where(RESOURCES.c.id == resource_id).values(**values)
+            await rowcount(self._session, statement)
+        changed = await self.get(resource_id)
+        assert changed is not None, "change a resource read under lock first"
+        return changed
 
     async def detach_eips_from(self, instance_id: str) -> None:
         await self._session.execute(
@@ -112,12 +115,12 @@ class ResourceStore:
         return (
             await rowcount(
                 self._session,
-                update(ResourceRow)
+                update(RESOURCES)
                 .where(
-                    ResourceRow.id == resource_id,
-                    ResourceRow.owner_account_id == owner_account_id,
-                    ResourceRow.locked_by_order_id.is_(None),
-                    ResourceRow.released.is_(False),
+                    RESOURCES.c.id == resource_id,
+                    RESOURCES.c.owner_account_id == owner_account_id,
+                    RESOURCES.c.locked_by_order_id.is_(None),
+                    RESOURCES.c.released.is_(False),
                 )
                 .values(locked_by_order_id=order_id),
             )
@@ -125,11 +128,11 @@ class ResourceStore:
         )
 
     async def release_lock(self, order_id: str) -> None:
-        await self._session.execute(
-            update(ResourceRow)
-            .where(ResourceRow.locked_by_order_id == order_id)
+        await rowcount(
+            self._session,
+            update(RESOURCES)
+            .where(RESOURCES.c.locked_by_order_id == order_id)
             .values(locked_by_order_id=None),
-            execution_options=NO_SYNC,
         )
 
     async def move_owner(
@@ -138,11 +141,11 @@ class ResourceStore:
         """Moves the resource between an order's parties, only while that order holds its lock."""
         moved = await rowcount(
             self._session,
-            update(ResourceRow)
+            update(RESOURCES)
             .where(
-                ResourceRow.id == resource_id,
-                ResourceRow.owner_account_id == from_account_id,
-                ResourceRow.locked_by_order_id == order_id,
+                RESOURCES.c.id == resource_id,
+                RESOURCES.c.owner_account_id == from_account_id,
+                RESOURCES.c.locked_by_order_id == order_id,
             )
             .values(owner_account_id=to_account_id),
         )

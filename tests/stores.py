@@ -15,6 +15,7 @@ from typing import Any
 
 from activities.order_transactions import OrderTransactions, confirmation_refusal
 from domain import rules
+from domain.codes import ErrorCode
 from domain.models import (
     Account,
     Charge,
@@ -29,6 +30,7 @@ from domain.models import (
     Role,
 )
 from domain.paging import decode_cursor, encode_cursor
+from domain.refusals import refusal
 from starter.services.provisioning import ProvisioningService
 from starter.services.resources import ResourceService
 from starter.services.verification import VerificationService
@@ -115,7 +117,10 @@ class Stores:
     async def confirmation_refusal(self, order_id: str, *, at: datetime) -> Refusal | None:
         """Every rule of the confirm at `at`, read as the confirm's transaction reads them (unlocked)."""
         async with self.db.read() as session:
-            return await confirmation_refusal(session, order_id, at=at, lock=False)
+            order = await OrderStore(session).get(order_id, history=False)
+            if order is None:
+                return refusal(ErrorCode.ORDER_NOT_FOUND)
+            return await confirmation_refusal(session, order, at=at, lock=False)
 
     async def record_step(
         self,

@@ -1,7 +1,8 @@
 """`make bench`: one run on one Temporal dev server, one table (also written as JSON).
 
 1. the floor: an empty workflow's rate on this machine;
-2. the shape twin (bench.twin): no-op activities in exactly the product's history shape, its rates;
+2. the shape twin (bench.twin): no-op activities in exactly the product's history shape, driven in the
+   product's batches, its rates;
 3. the product through the HTTP API of `transfer dev`: initiate, confirm → completed, end to end, and
    the ratios product ÷ twin;
 4. the latency of one confirm → completed, on an idle stack and under load (p50, p99);
@@ -336,8 +337,9 @@ async def floor_rate(client: Client, sizes: Sizes) -> float:
 
 
 async def twin_rates(client: Client, sizes: Sizes) -> tuple[float, float, float]:
+    """Driven as the product is: batches of `batch`, `in_flight` at once; a batch's opens all answered,
+    or its confirms all answered and then all its runs ended, before the next batch goes."""
     ids = [f"twin-{uuid.uuid4().hex}" for _ in range(sizes.transfers)]
-    in_flight = sizes.batch * sizes.in_flight
 
     async def open_(order_id: str) -> None:
         start = WithStartWorkflowOperation(
@@ -357,13 +359,17 @@ async def twin_rates(client: Client, sizes: Sizes) -> tuple[float, float, float]
             "opened", start_workflow_operation=start, result_type=TwinState
         )
 
-    async def confirm(order_id: str) -> None:
-        handle = client.get_workflow_handle(order_id)
-        await handle.execute_update("confirm", result_type=TwinState)
-        await handle.result()
+    async def open_batch(batch: Sequence[str]) -> None:
+        await asyncio.gather(*(open_(order_id) for order_id in batch))
 
-    opening = await timed(bounded(ids, in_flight, open_))
-    confirming = await timed(bounded(ids, in_flight, confirm))
+    async def confirm_batch(batch: Sequence[str]) -> None:
+        handles = [client.get_workflow_handle(order_id) for order_id in batch]
+        await asyncio.gather(*(h.execute_update("confirm", result_type=TwinState) for h in handles))
+        await asyncio.gather(*(h.result() for h in handles))
+
+    batches = chunks(ids, sizes.batch)
+    opening = await timed(bounded(batches, sizes.in_flight, open_batch))
+    confirming = await timed(bounded(batches, sizes.in_flight, confirm_batch))
     n = sizes.transfers
     return n / opening, n / confirming, n / (opening + confirming)
 

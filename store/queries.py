@@ -2,8 +2,9 @@
 
 Reads and writes are Core statements on the mapped classes' tables: rows come back as plain `Row`s
 (attribute access by column name), never through the ORM's identity map and loading, and a statement
-that every call repeats is built once. Measured on the worker's transactions (`make bench`): about half
-the CPU of the ORM-enabled forms per statement.
+that every call repeats is built once. Measured on SQLite: a by-key read 566 µs of CPU through the ORM,
+327 µs built once in Core; one transfer's transactions 36 to 51 ms before, 26 to 31 ms after (README
+"Performance").
 """
 
 from __future__ import annotations

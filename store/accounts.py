@@ -13,6 +13,8 @@ from store.queries import get, insert_once, rowcount, table
 from store.secret_box import SECRET_BOX, SecretBox
 from store.tables import AccountRow, CredentialRow
 
+ACCOUNTS = table(AccountRow)
+
 
 def token_digest(token: str) -> str:
     """Only the SHA-256 of a token is kept: a leaked table grants no access."""
@@ -42,8 +44,7 @@ class AccountStore:
     async def update(self, account_id: str, changes: dict[str, Any]) -> None:
         """Writes `changes` onto an account the caller read under lock."""
         if changes:
-            accounts = table(AccountRow)
-            statement = update(accounts).where(accounts.c.id == account_id).values(**changes)
+            statement = update(ACCOUNTS).where(ACCOUNTS.c.id == account_id).values(**changes)
             await rowcount(self._session, statement)
 
     async def verified_of_entity(self, entity_id: str, *, other_than: str) -> int:

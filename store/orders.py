@@ -22,12 +22,13 @@ from domain.models import (
     StepStatus,
 )
 from store import convert
-from store.accounts import AccountStore
+from store.accounts import ACCOUNTS, AccountStore
 from store.queries import get, insert_once, must_get, rowcount, table
-from store.tables import AccountRow, BillingHandoffRow, OrderEventRow, OrderRow, OrderStepRow
+from store.tables import BillingHandoffRow, OrderEventRow, OrderRow, OrderStepRow
 
-ACCOUNTS, ORDERS, STEPS, EVENTS = (table(t) for t in (AccountRow, OrderRow, OrderStepRow, OrderEventRow))
-HANDOFFS = table(BillingHandoffRow)
+ORDERS, STEPS, EVENTS, HANDOFFS = (
+    table(t) for t in (OrderRow, OrderStepRow, OrderEventRow, BillingHandoffRow)
+)
 
 # Orders whose destination counts for the destination limits.
 COUNTING = [status for status in OrderStatus if status.counts_for_destination_limits]

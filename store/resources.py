@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.codes import ErrorCode
 from domain.models import CENT, MAX_MONEY, Charge, ChargeKind, Product, Resource
 from domain.refusals import TransferError
-from store.queries import NO_SYNC, get, insert_once, rowcount, table
+from store.queries import get, insert_once, rowcount, table
 from store.tables import BillingHandoffRow, ChargeRow, ResourceRow
 
 RESOURCES = table(ResourceRow)
@@ -101,11 +101,11 @@ class ResourceStore:
         return changed
 
     async def detach_eips_from(self, instance_id: str) -> None:
-        await self._session.execute(
-            update(ResourceRow)
-            .where(ResourceRow.attached_to == instance_id, ResourceRow.product == Product.EIP)
+        await rowcount(
+            self._session,
+            update(RESOURCES)
+            .where(RESOURCES.c.attached_to == instance_id, RESOURCES.c.product == Product.EIP)
             .values(attached_to=None),
-            execution_options=NO_SYNC,
         )
 
     # -- the lock and ownership -------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -114,6 +114,15 @@ async def _reaching_temporal() -> AsyncIterator[None]:
         if "connect" not in str(error):
             raise
         raise unavailable("temporal") from None
+
+
+def _take_start_outcome(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """The start operation keeps the call's failure too (a timeout, a closed run): read here, or asyncio
+    reports it unretrieved. The SDK settles it before the call returns; it is inspected, never awaited,
+    because awaiting or cancelling it from a request being cancelled would cancel the SDK's own future."""
+    settled = start._workflow_handle
+    if settled.done() and not settled.cancelled():
+        settled.exception()
 
 
 def keyed_id(principal: Principal, idempotency_key: str | None, action: Action, subject: str) -> str | None:
@@ -252,10 +261,7 @@ class TransferClient:
                 return closed
             refused = closed.refusal
         finally:
-            # The start operation keeps the call's failure too (a timeout, a closed run): taken here, or
-            # asyncio reports it unretrieved. The call has settled it either way.
-            with suppress(Exception):
-                await asyncio.wait_for(start.workflow_handle(), timeout=0)
+            _take_start_outcome(start)
         if refused.code is TOO_LATE.code:
             return None
         raise TransferError.of(refused)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import gc
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -767,19 +768,36 @@ async def test_history_of_a_completed_transfer_stays_short(
     assert len(events) < 80
 
 
+@contextlib.contextmanager
+def asyncio_reports() -> Iterator[list[str]]:
+    """What asyncio reports to the loop's exception handler meanwhile (an exception never retrieved is
+    reported when its future is collected, hence the collection before the handler is put back)."""
+    loop = asyncio.get_running_loop()
+    reports: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reports.append(str(context.get("message"))))
+    try:
+        yield reports
+    finally:
+        gc.collect()
+        loop.set_exception_handler(previous)
+
+
 async def test_a_late_initiate_retry_does_not_reopen_a_closed_order(
     transfers: TransferClient, factory: Factory, store: Stores
 ) -> None:
     source, _, state = await open_order(transfers, factory)
     await transfers.cancel(state.order_id, root(source))
     await transfers.result(state.order_id)
-    retried = await transfers.initiate(
-        initiator=root(source),
-        destination_account_id=state.destination_account_id,
-        resource_id=state.resource_id,
-        order_id=state.order_id,
-    )
+    with asyncio_reports() as reports:
+        retried = await transfers.initiate(
+            initiator=root(source),
+            destination_account_id=state.destination_account_id,
+            resource_id=state.resource_id,
+            order_id=state.order_id,
+        )
     assert retried.status is OrderStatus.CANCELLED
+    assert reports == [], "the start operation's failure was left unretrieved"
     runs = [run async for run in transfers.client.list_workflows(f'WorkflowId = "{state.order_id}"')]
     assert len(runs) == 1
     resource = await store.get_resource(state.resource_id)

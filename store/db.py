@@ -16,6 +16,7 @@ from sqlalchemy import Connection, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from store import sqlite_on_loop
 from store.secret_box import SECRET_BOX, SecretBox
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -49,7 +50,7 @@ def _outages_as_outages() -> Iterator[None]:
         raise exc.OperationalError(error.statement, error.params, error.orig) from error
 
 
-# A writer waits this long for SQLite's write lock before giving up with "database is locked" (an API
+# A statement waits this long for SQLite's write lock before giving up with "database is locked" (an API
 # request then answers 503 within SPEC §5's 10 s; an activity retries).
 SQLITE_BUSY_TIMEOUT_MS = 8_000
 # PostgreSQL: a connection, a pooled connection and a statement are each waited for this long at most.
@@ -78,9 +79,15 @@ def create_engine(url: str) -> AsyncEngine:
             # Errors and logs never carry bound values (tokens are digests, but secrets and names are not).
             hide_parameters=True,
         )
-    if parsed.database and parsed.database != ":memory:":
-        _owner_only_file(Path(parsed.database))
-    engine = create_async_engine(url, hide_parameters=True)
+    database = parsed.database or ":memory:"
+    if database != ":memory:":
+        _owner_only_file(Path(database))
+    # aiosqlite's dialect, with connections whose statements run on the event loop (store.sqlite_on_loop).
+    engine = create_async_engine(
+        url,
+        async_creator=sqlite_on_loop.connector(Path(database), SQLITE_BUSY_TIMEOUT_MS / 1000),
+        hide_parameters=True,
+    )
     _configure_sqlite(engine)
     return engine
 
@@ -94,7 +101,8 @@ def _owner_only_file(path: Path) -> None:
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
-    """SQLAlchemy's documented recipe: the driver never BEGINs, we emit BEGIN IMMEDIATE ourselves.
+    """SQLAlchemy's documented recipe: the driver never BEGINs (the connector opens connections with
+    isolation_level None), we emit BEGIN IMMEDIATE ourselves.
 
     Every write transaction then takes the write lock up front, so two read-then-write transactions
     serialize (the second waits up to the busy timeout) instead of one failing at its first write
@@ -103,11 +111,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            # busy_timeout first: switching to WAL may itself wait for another connection.
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -132,9 +137,9 @@ class Database:
     def __init__(self, engine: AsyncEngine, secret_box: SecretBox) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, info={SECRET_BOX: secret_box})
-        # SQLite has one writer at a time: this process's writers queue here, in order, rather than in
-        # SQLite's busy handler, which sleeps up to 100 ms between tries (measured: `make bench`).
-        # Other processes' writers still meet the busy timeout.
+        # SQLite has one writer at a time: this process's writers queue here, in order, rather than
+        # polling for the lock between pauses (store.sqlite_on_loop; measured: `make bench`). Other
+        # processes' writers are waited for that way, up to the busy timeout.
         self._one_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @classmethod

@@ -8,7 +8,8 @@
 4. the latency of one confirm → completed, on an idle stack and under load (p50, p99);
 5. scale: initiate rate with N pending orders parked (N from BENCH_PARKED), rate(max N) ÷ rate(min N),
    and the RSS of the process that runs the worker with the most parked;
-6. history events of each terminal path.
+6. history events of each terminal path;
+7. one transfer's transactions alone, without Temporal (bench.transactions): CPU and statements.
 
 Sizes come from the environment (`BENCH_N=200 BENCH_PARKED=100,500 make bench` for a quick run); every
 wait is bounded and the stack is stopped whatever happens. Traffic goes to 127.0.0.1 only.
@@ -42,6 +43,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from bench import transactions
 from bench.twin import EmptyWorkflow, ShapeTwin, TwinInput, TwinState, noop
 from tests.histories.record import CURRENT_VERSION
 
@@ -528,6 +530,10 @@ async def main(sizes: Sizes) -> Report:
                 await scale(product, stack, sizes, report)
         finally:
             stack.stop()
+    # After the stack has stopped: nothing else competes for the CPU it measures.
+    cpu_ms, statements = await transactions.measure(sizes.probe)
+    report.add("transactions_cpu_ms", "one transfer's transactions alone: CPU", cpu_ms, "ms", 2)
+    report.add("transactions_statements", "one transfer's transactions alone: statements", statements, "", 0)
     return report
 
 

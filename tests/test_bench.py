@@ -34,6 +34,8 @@ FIGURES = {
     "scale_ratio",
     "worker_rss_mb",
     "parking_answered_503",
+    "transactions_cpu_ms",
+    "transactions_statements",
 }
 
 

@@ -119,14 +119,16 @@ class ResourceRow(Base):
     monthly_price: Mapped[Decimal] = mapped_column(Money)
     network: Mapped[Network | None] = mapped_column(enum_of(Network, 16))
     status: Mapped[InstanceStatus | None] = mapped_column(enum_of(InstanceStatus, 16))
-    attached_to: Mapped[str | None] = mapped_column(String(ID))
+    # Indexed: every read of an ECS instance looks up the EIPs attached to it.
+    attached_to: Mapped[str | None] = mapped_column(String(ID), index=True)
     bandwidth_mbps: Mapped[int | None] = mapped_column(Integer)
     resource_group: Mapped[str | None] = mapped_column(String(128))
     tags: Mapped[dict[str, Any]] = mapped_column(JSON)
     released: Mapped[bool] = mapped_column(Boolean)
     # THE LOCK: the open order holding this resource. No foreign key, to keep the
     # resources <-> orders cycle out of the schema; open_order and the terminal transitions keep it right.
-    locked_by_order_id: Mapped[str | None] = mapped_column(String(ID))
+    # Indexed: an order's terminal transition releases its lock by the order's id.
+    locked_by_order_id: Mapped[str | None] = mapped_column(String(ID), index=True)
 
 
 class OrderRow(Base):

@@ -46,6 +46,7 @@ from temporalio.worker import Worker
 from bench import transactions
 from bench.twin import EmptyWorkflow, ShapeTwin, TwinInput, TwinState, noop
 from tests.histories.record import CURRENT_VERSION
+from worker import MAX_CACHED_RUNS
 
 T = TypeVar("T")
 HERE = Path(__file__).parent
@@ -488,7 +489,13 @@ async def history_lengths(product: Product, completed_id: str, report: Report) -
 
 @contextlib.asynccontextmanager
 async def twin_worker(client: Client) -> AsyncIterator[None]:
-    async with Worker(client, task_queue=TWIN_QUEUE, workflows=[EmptyWorkflow, ShapeTwin], activities=[noop]):
+    async with Worker(
+        client,
+        task_queue=TWIN_QUEUE,
+        workflows=[EmptyWorkflow, ShapeTwin],
+        activities=[noop],
+        max_cached_workflows=MAX_CACHED_RUNS,  # the product worker's
+    ):
         yield
 
 

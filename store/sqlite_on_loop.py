@@ -9,7 +9,8 @@ another process's write lock, is an `asyncio.sleep` between tries instead of SQL
 (the connection's own busy timeout is 0), bounded like the busy timeout it replaces.
 
 The objects offer the part of aiosqlite's Connection and Cursor that SQLAlchemy's aiosqlite dialect
-calls; `create_async_engine(url, async_creator=connector(path, ...))` plugs them in.
+calls; `create_async_engine(url, async_creator=connector(path, ...))` plugs them in. Not the dialect's
+isolation-level setter (it reaches into aiosqlite's thread): store.db begins every transaction itself.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def connector(path: Path, busy_timeout_s: float) -> Callable[[], Awaitable[LoopC
     """The `async_creator` of an engine on the SQLite file `path`."""
 
     async def connect() -> LoopConnection:
-        # isolation_level None: the driver never BEGINs (store.db emits BEGIN itself).
+        # isolation_level None: the driver never BEGINs (store.db emits BEGIN itself). Any thread: the
+        # pool may close a connection from the thread that collects it.
         connection = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
         return LoopConnection(connection, busy_timeout_s)
 

@@ -13,64 +13,24 @@ import pstats
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import event
 
 from activities.order_transactions import OrderTransactions, StepAttempt, StepName
-from domain.models import (
-    AGREEMENT_VERSION,
-    Account,
-    AccountKind,
-    Billing,
-    InstanceStatus,
-    Network,
-    OrderStatus,
-    Product,
-    ReceivingConfig,
-    Resource,
-)
+from domain.models import OrderStatus, ReceivingConfig
 from starter.services.provisioning import ProvisioningService
 from store.db import Database, migrate, sqlite_url
 from store.secret_box import SecretBox
+from tests.store.builders import NOW, account, open_args, resource
 
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 WARM_UP = 20
-
-
-def _account(account_id: str) -> Account:
-    return Account(
-        id=account_id,
-        name=account_id,
-        kind=AccountKind.INDIVIDUAL,
-        verified=True,
-        entity_id=f"entity-{account_id}",
-        entity_name=f"Entity {account_id}",
-        mfa_secret="JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
-    )
-
-
-def _resource(resource_id: str, owner: str) -> Resource:
-    return Resource(
-        id=resource_id,
-        product=Product.ECS,
-        billing=Billing.SUBSCRIPTION,
-        owner_account_id=owner,
-        region="cn-hangzhou",
-        created_at=NOW - timedelta(days=30),
-        expires_at=NOW + timedelta(days=335),
-        monthly_price=Decimal("100.00"),
-        network=Network.VPC,
-        status=InstanceStatus.STOPPED,
-    )
 
 
 async def _provision(provisioning: ProvisioningService, index: int) -> None:
     for account_id in (f"s-{index}", f"d-{index}"):
-        await provisioning.create_account(_account(account_id), created_at=NOW)
-    await provisioning.create_resource(_resource(f"r-{index}", f"s-{index}"), at=NOW)
+        await provisioning.create_account(account(account_id), created_at=NOW)
+    await provisioning.create_resource(resource(f"r-{index}", f"s-{index}"), at=NOW)
 
 
 async def _transfer(orders: OrderTransactions, index: int) -> None:
@@ -81,14 +41,7 @@ async def _transfer(orders: OrderTransactions, index: int) -> None:
         return StepAttempt(name, NOW, 1)
 
     await orders.open_order(
-        order_id=order_id,
-        resource_id=f"r-{index}",
-        source_account_id=source,
-        destination_account_id=destination,
-        agreement_version=AGREEMENT_VERSION,
-        created_at=NOW,
-        expires_at=NOW + timedelta(hours=24),
-        actor_account_id=source,
+        **open_args(order_id, f"r-{index}", source, destination),
         steps=[step(StepName.SOURCE_VERIFICATION), step(StepName.OPEN_ORDER)],
     )
     await orders.decide(

@@ -39,7 +39,7 @@ async def _unless_busy(run: Callable[[], T], busy_timeout_s: float) -> T:
         try:
             return run()
         except sqlite3.OperationalError as error:
-            if getattr(error, "sqlite_errorcode", None) not in _RETRYABLE:
+            if error.sqlite_errorcode not in _RETRYABLE:
                 raise
             now = loop.time()
             deadline = now + busy_timeout_s if deadline is None else deadline

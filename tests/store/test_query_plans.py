@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from domain.models import Billing, OrderStatus, Product, ReceivingConfig
+from domain.models import OrderStatus, ReceivingConfig
 from store.db import Database, migrate, sqlite_url
 from tests.factory import SECRET_BOX
 from tests.store.builders import NOW, account, add_accounts, add_resources, open_args, resource
@@ -25,20 +25,7 @@ async def test_no_statement_of_a_transfer_scans_a_table(tmp_path: Path) -> None:
     statements: list[tuple[str, Any]] = []
     try:
         await add_accounts(store, account("src"), account("dst"))
-        await add_resources(
-            store,
-            resource("i-1", "src"),
-            resource("i-2", "src"),
-            resource(
-                "e-1",
-                "src",
-                product=Product.EIP,
-                billing=Billing.PAY_AS_YOU_GO,
-                network=None,
-                status=None,
-                expires_at=None,
-            ),
-        )
+        await add_resources(store, resource("i-1", "src"), resource("i-2", "src"))
 
         @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
         def _record(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:

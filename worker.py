@@ -69,12 +69,12 @@ async def add_search_attributes(
     )
 
 
-def compile_workflow_modules() -> None:
+def compile_workflow_modules(folder: Path = Path(workflows.__file__).parent) -> None:
     """The sandbox imports the workflow modules afresh for every run, from their bytecode when it exists.
     With PYTHONDONTWRITEBYTECODE (or a tree installed without bytecode) each run compiled them from
     source again: 15 % of the worker's CPU under `make bench`. Written once here; a read-only tree
     just goes without."""
-    compileall.compile_dir(Path(workflows.__file__).parent, quiet=2)
+    compileall.compile_dir(folder, quiet=2)
 
 
 class KillAfterWrite:

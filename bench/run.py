@@ -44,9 +44,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bench import transactions
-from bench.twin import EmptyWorkflow, ShapeTwin, TwinInput, TwinState, noop
+from bench.twin import EmptyWorkflow, ShapeTwin, noop
+from bench.twin_messages import TwinInput, TwinState
 from tests.histories.record import CURRENT_VERSION
-from worker import MAX_CACHED_RUNS
+from worker import MAX_CACHED_RUNS, compile_workflow_modules
 
 T = TypeVar("T")
 HERE = Path(__file__).parent
@@ -489,6 +490,7 @@ async def history_lengths(product: Product, completed_id: str, report: Report) -
 
 @contextlib.asynccontextmanager
 async def twin_worker(client: Client) -> AsyncIterator[None]:
+    compile_workflow_modules(HERE)  # bench.twin's bytecode, as the product worker writes its own
     async with Worker(
         client,
         task_queue=TWIN_QUEUE,

@@ -9,34 +9,16 @@ activities do nothing, so product ÷ twin is what the product's own work costs.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from pydantic import BaseModel
 from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
+    from bench.twin_messages import NoOpInput, TwinInput, TwinState
     from workflows import search_attributes
     from workflows.resource_transfer import V3
 
 STEP = timedelta(seconds=5)
-
-
-class TwinInput(BaseModel):
-    order_id: str
-    source_account_id: str
-    destination_account_id: str
-    resource_id: str
-    confirm_window: timedelta
-
-
-class TwinState(BaseModel):
-    order_id: str
-    status: str | None = None
-
-
-class NoOpInput(BaseModel):
-    order_id: str
-    at: datetime
 
 
 @activity.defn(name="twin_noop")

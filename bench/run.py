@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import httpx
 import pyotp
 from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
@@ -48,6 +48,7 @@ from bench.twin import EmptyWorkflow, ShapeTwin, noop
 from bench.twin_messages import TwinInput, TwinState
 from tests.histories.record import CURRENT_VERSION
 from worker import MAX_CACHED_RUNS, compile_workflow_modules
+from workflows import search_attributes
 
 T = TypeVar("T")
 HERE = Path(__file__).parent
@@ -358,6 +359,15 @@ async def twin_rates(client: Client, sizes: Sizes) -> tuple[float, float, float]
             id=order_id,
             task_queue=TWIN_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # What the product's client starts a run with (starter.client), of the same sizes.
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(search_attributes.SOURCE_ACCOUNT_ID, "twin-src"),
+                    SearchAttributePair(search_attributes.DESTINATION_ACCOUNT_ID, "twin-dst"),
+                    SearchAttributePair(search_attributes.RESOURCE_ID, order_id),
+                ]
+            ),
+            static_summary=f"Transfer {order_id}: twin-src → twin-dst",
         )
         await client.execute_update_with_start_workflow(
             "opened", start_workflow_operation=start, result_type=TwinState

@@ -3,8 +3,10 @@
 `EmptyWorkflow` returns at once (the floor). `ShapeTwin` makes exactly the commands a completed
 ResourceTransfer makes (tests/histories, current version): started with its `opened` update, a patch
 marker, a local activity, the search attributes, the confirmation window's timer; a `confirm` update
-answered by a regular activity; one regular and three local activities and the last upsert. Its
-activities do nothing, so product ÷ twin is what the product's own work costs.
+answered by a regular activity; one regular and three local activities and the last upsert. The same
+metadata too: the timer's and the last activity's summaries here, the start's search attributes and
+static summary where bench.run starts it. Its activities do nothing, so product ÷ twin is what the
+product's own work costs.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ class ShapeTwin:
         self._state = TwinState(order_id=input.order_id)
         self._expires_at = workflow.now() + input.confirm_window
 
-    async def _local(self) -> None:
+    async def _local(self, summary: str | None = None) -> None:
         await workflow.execute_local_activity(
-            noop, NoOpInput(order_id=self._input.order_id, at=workflow.now()), start_to_close_timeout=STEP
+            noop,
+            NoOpInput(order_id=self._input.order_id, at=workflow.now()),
+            start_to_close_timeout=STEP,
+            summary=summary,
         )
 
     async def _regular(self) -> None:
@@ -71,14 +76,17 @@ class ShapeTwin:
         self._status("pending")
         try:
             await workflow.wait_condition(
-                lambda: self._state.status != "pending", timeout=self._expires_at - workflow.now()
+                lambda: self._state.status != "pending",
+                timeout=self._expires_at - workflow.now(),
+                timeout_summary="confirmation window",
             )
         except TimeoutError:
             self._status("expired")
             return self._state
         await self._regular()  # reassign ownership
-        for _ in range(3):  # hand off billing, receiving configuration, finish
-            await self._local()
+        await self._local()  # hand off billing
+        await self._local()  # receiving configuration
+        await self._local("record completed, release lock")
         self._status("completed")
         return self._state
 

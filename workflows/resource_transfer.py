@@ -94,7 +94,7 @@ class ResourceTransfer:
         activity: Any,
         input: Any,
         *,
-        summary: str,
+        summary: str | None = None,
         answers_a_message: bool = False,
         in_handler: bool = False,
     ) -> Any:
@@ -107,7 +107,11 @@ class ResourceTransfer:
         acceptance. An operator's cancel waits for the activity in hand to finish (it
         cannot see the cancel), so the clean-up acts on the database as it is; an activity that finished
         despite the cancel still ends the run (from the run's own path: a handler's exception would fail
-        the workflow task instead)."""
+        the workflow task instead).
+
+        A `summary` only where the activity's type does not say it all (which decision, which refusal,
+        how the order ends): each is one more payload that the SDK converts and visits through the
+        sandbox, about 1 ms of the worker's CPU per transfer each (py-spy, `make bench`)."""
         execute = (
             workflow.execute_activity_method if answers_a_message else workflow.execute_local_activity_method
         )
@@ -250,7 +254,6 @@ class ResourceTransfer:
                     created_at=self._state.created_at,
                     expires_at=self._state.expires_at,
                 ),
-                summary="open order: rules, source verification, lock",
                 # v3 opens in a local activity: the `opened` update answers from the run's first
                 # workflow task (5 events and a task-queue round trip fewer). Runs of v2 replay theirs.
                 answers_a_message=not workflow.patched(V3),
@@ -283,7 +286,6 @@ class ResourceTransfer:
             answer: OperatorCancelResult = await self._execute(
                 TransferActivities.operator_cancel,
                 OperatorCancelInput(order_id=self._state.order_id, at=workflow.now()),
-                summary="operator's cancel: end the order, release the lock",
             )
         if answer.status is None:
             self._refuse(
@@ -313,12 +315,10 @@ class ResourceTransfer:
             # Billing cuts over in the same transaction as the ownership (at its commit). A regular
             # activity, so that the workflow task holding the confirm's answer completes at once: behind
             # local activities it would wait for the whole hand-off (measured by `make bench`).
-            await self._run_step(
-                TransferActivities.reassign_ownership, "reassign ownership", regular=workflow.patched(V3)
-            )
+            await self._run_step(TransferActivities.reassign_ownership, regular=workflow.patched(V3))
             self._ownership_moved = True
-            await self._run_step(TransferActivities.hand_off_billing, "hand off billing")
-            await self._run_step(TransferActivities.apply_receiving_config, "apply receiving configuration")
+            await self._run_step(TransferActivities.hand_off_billing)
+            await self._run_step(TransferActivities.apply_receiving_config)
         except ACTIVITY_FAILURES as error:
             failure = from_activity(error)
             workflow.logger.warning("hand-off failed: %s", failure.code)
@@ -331,8 +331,8 @@ class ResourceTransfer:
         self._failing = failure
         if self._ownership_moved:
             try:
-                await self._run_step(TransferActivities.restore_billing, "compensate: restore billing")
-                await self._run_step(TransferActivities.restore_ownership, "compensate: restore ownership")
+                await self._run_step(TransferActivities.restore_billing)
+                await self._run_step(TransferActivities.restore_ownership)
             except ACTIVITY_FAILURES as error:
                 # Refused (another hand changed the order): still fail the order and release the lock;
                 # `transfer repair` and an operator take it from there.
@@ -356,7 +356,6 @@ class ResourceTransfer:
                         at=at,
                         event_id=str(workflow.uuid4()),
                     ),
-                    summary="confirm: attestation, rules, stopped state",
                     answers_a_message=True,
                     in_handler=True,
                 )
@@ -419,14 +418,12 @@ class ResourceTransfer:
     async def _run_step(
         self,
         step: Callable[[TransferActivities, OrderStepInput], Awaitable[None]],
-        summary: str,
         *,
         regular: bool = False,
     ) -> None:
         await self._execute(
             step,
             OrderStepInput(order_id=self._state.order_id, at=workflow.now()),
-            summary=summary,
             answers_a_message=regular,
         )
 

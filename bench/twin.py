@@ -3,10 +3,10 @@
 `EmptyWorkflow` returns at once (the floor). `ShapeTwin` makes exactly the commands a completed
 ResourceTransfer makes (tests/histories, current version): started with its `opened` update, a patch
 marker, a local activity, the search attributes, the confirmation window's timer; a `confirm` update
-answered by a regular activity; one regular and three local activities and the last upsert. The same
-metadata too: the timer's and the last activity's summaries here, the start's search attributes and
-static summary where bench.run starts it. Its activities do nothing, so product ÷ twin is what the
-product's own work costs.
+with its request, answered by a regular activity; one regular and three local activities and the last
+upsert. The same metadata too: the timer's and the last activity's summaries here, the start's search
+attributes and static summary where bench.run starts it. Its activities do nothing, so product ÷ twin
+is what the product's own work costs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import timedelta
 from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
-    from bench.twin_messages import NoOpInput, TwinInput, TwinState
+    from bench.twin_messages import NoOpInput, TwinConfirm, TwinInput, TwinState
     from workflows import search_attributes
     from workflows.resource_transfer import V3
 
@@ -96,7 +96,7 @@ class ShapeTwin:
         return self._state
 
     @workflow.update(name="confirm")
-    async def confirm(self) -> TwinState:
+    async def confirm(self, request: TwinConfirm) -> TwinState:
         await self._regular()
         self._status("transferring")
         return self._state

@@ -21,6 +21,12 @@ class TwinState(BaseModel):
     status: str | None = None
 
 
+class TwinConfirm(BaseModel):
+    """The `confirm` update's argument, as the product's carries its ConfirmRequest."""
+
+    agreement_accepted: bool = True
+
+
 class NoOpInput(BaseModel):
     order_id: str
     at: datetime

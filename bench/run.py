@@ -4,7 +4,8 @@
 2. the shape twin (bench.twin): no-op activities in exactly the product's history shape, driven in the
    product's batches, its rates;
 3. the product through the HTTP API of `transfer dev`: initiate, confirm → completed, end to end, and
-   the ratios product ÷ twin;
+   the ratios product ÷ twin; for both, the CPU per transfer of each process (worker, Temporal server,
+   API);
 4. the latency of one confirm → completed, on an idle stack and under load (p50, p99);
 5. scale: initiate rate with N pending orders parked (N from BENCH_PARKED), rate(max N) ÷ rate(min N),
    and the RSS of the process that runs the worker with the most parked;
@@ -46,6 +47,7 @@ from temporalio.worker import Worker
 from bench import transactions
 from bench.twin import EmptyWorkflow, ShapeTwin, noop
 from bench.twin_messages import TwinConfirm, TwinInput, TwinState
+from starter.devstack.stack import TEMPORAL_PID
 from tests.histories.record import CURRENT_VERSION
 from worker import MAX_CACHED_RUNS, compile_workflow_modules
 from workflows import search_attributes
@@ -90,6 +92,32 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_ms(pid: int) -> float:
+    """The CPU time (user and system) a process has used so far, in milliseconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuMeter:
+    """CPU per transfer of named processes over a phase: where a rate's time goes, steadier than the
+    rate itself on a noisy machine (py-spy says what inside a process)."""
+
+    pids: dict[str, int]
+    spent: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        started = {name: cpu_ms(pid) for name, pid in self.pids.items()}
+        yield
+        self.spent = {name: cpu_ms(pid) - started[name] for name, pid in self.pids.items()}
+
+    def report(self, report: Report, prefix: str, label: str, transfers: int) -> None:
+        for name, spent in self.spent.items():
+            key = f"{prefix}_{name.split(' ')[0]}_cpu_ms"
+            report.add(key, f"{label}: CPU per transfer, {name}", spent / max(transfers, 1), "ms", 1)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -158,6 +186,14 @@ class Stack:
                     return
             await asyncio.sleep(0.5)
         raise TimeoutError("transfer dev did not become ready")
+
+    def temporal_pid(self) -> int:
+        return int((self.data_dir / TEMPORAL_PID).read_text())
+
+    def api_pid(self) -> int:
+        """`transfer dev`'s own process, which serves the API."""
+        assert self.process is not None
+        return self.process.pid
 
     def worker_pid(self) -> int:
         """The worker's process: `transfer dev` runs it as a child (`python -m starter.cli worker`)."""
@@ -542,7 +578,11 @@ async def main(sizes: Sizes) -> Report:
                 async with twin_worker(client):
                     floor = await floor_rate(client, sizes)
                     report.add("floor_rate", "empty workflow (floor)", floor, "/s")
-                    twin = await twin_rates(client, sizes)
+                    twin_cpu = CpuMeter(
+                        {"worker (with the bench's driver)": os.getpid(), "server": stack.temporal_pid()}
+                    )
+                    with twin_cpu.measuring():
+                        twin = await twin_rates(client, sizes)
                 for key, label, value in zip(
                     ("initiate", "confirm", "end_to_end"),
                     ("initiate", "confirm → completed", "end to end"),
@@ -550,7 +590,15 @@ async def main(sizes: Sizes) -> Report:
                     strict=True,
                 ):
                     report.add(f"twin_{key}_rate", f"twin: {label}", value, "/s")
-                *made, completed = await product_rates(product, stack, sizes)
+                product_cpu = CpuMeter(
+                    {
+                        "worker": stack.worker_pid(),
+                        "server": stack.temporal_pid(),
+                        "api (transfer dev)": stack.api_pid(),
+                    }
+                )
+                with product_cpu.measuring():
+                    *made, completed = await product_rates(product, stack, sizes)
                 report.add(
                     "rate_answered_503",
                     "product: items answered 503 (past the API's deadline)",
@@ -567,6 +615,8 @@ async def main(sizes: Sizes) -> Report:
                 ):
                     report.add(f"product_{key}_rate", f"product: {label}", value, "/s")
                     report.add(f"ratio_{key}", f"product ÷ twin: {label}", value / twin_value, "", 2)
+                twin_cpu.report(report, "twin", "twin", sizes.transfers)
+                product_cpu.report(report, "product", "product", len(completed))
                 await latencies(product, sizes, report)
                 await history_lengths(product, completed[0], report)
                 await scale(product, stack, sizes, report)

@@ -448,7 +448,7 @@ def profiled(stack: Stack, sizes: Sizes) -> Iterator[None]:
 
 
 async def product_rates(
-    product: Product, stack: Stack, sizes: Sizes
+    product: Product, stack: Stack, sizes: Sizes, cpu: CpuMeter
 ) -> tuple[float, float, float, list[str]]:
     """A machine too slow for a batch's last answers within the API's deadline gets 503 for them, as
     a client would: those items count as not done (the rates are of the orders done) and the table
@@ -465,7 +465,7 @@ async def product_rates(
         await product.completed(confirmed)
         completed.extend(confirmed)
 
-    with profiled(stack, sizes):
+    with profiled(stack, sizes), cpu.measuring():
         opening = await timed(bounded(pairs, sizes.in_flight, initiate))
         confirming = await timed(bounded(pairs, sizes.in_flight, confirm))
     n_opened, n_completed = sum(len(ids) for ids in opened.values()), len(completed)
@@ -597,8 +597,7 @@ async def main(sizes: Sizes) -> Report:
                         "api (transfer dev)": stack.api_pid(),
                     }
                 )
-                with product_cpu.measuring():
-                    *made, completed = await product_rates(product, stack, sizes)
+                *made, completed = await product_rates(product, stack, sizes, product_cpu)
                 report.add(
                     "rate_answered_503",
                     "product: items answered 503 (past the API's deadline)",

@@ -307,9 +307,8 @@ class OrderTransactions:
         async with self._unit(order_id, _one(step)) as session:
             orders, resources = OrderStore(session), ResourceStore(session)
             order = await _transferring(orders, order_id, ended=OrderStatus.COMPLETED)
-            if order is None or (stored := await orders.receiving_config(order_id)) is None:
+            if order is None or (config := order.receiving_config) is None:
                 return
-            config = ReceivingConfig.model_validate(stored)
             resource = await resources.get(order.resource_id, lock=True)
             if resource is None:
                 raise TransferError(ErrorCode.RESOURCE_NOT_FOUND)
@@ -318,7 +317,7 @@ class OrderTransactions:
                 changes["resource_group"] = config.resource_group
             if config.tags:
                 changes["tags"] = {**resource.tags, **config.tags}
-            await resources.change(resource.id, changes)
+            await resources.apply(resource.id, changes)
 
     async def _move(
         self,

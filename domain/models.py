@@ -224,6 +224,7 @@ class Order(Frozen):
     completed_at: datetime | None = None
     failure: Refusal | None = None
     agreement_version: str
+    receiving_config: ReceivingConfig | None = None  # the confirm's, applied after the hand-off
     steps: list[Step] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
 

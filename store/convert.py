@@ -38,6 +38,7 @@ def order(row: Any, steps: list[Step], events: list[Event]) -> Order:
         completed_at=row.completed_at,
         failure=refusal(row.failure_code, row.failure_message),
         agreement_version=row.agreement_version,
+        receiving_config=row.receiving_config,
         steps=steps,
         events=events,
     )

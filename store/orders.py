@@ -23,7 +23,7 @@ from domain.models import (
 )
 from store import convert
 from store.accounts import ACCOUNTS, AccountStore
-from store.queries import get, insert_once, must_get, rowcount, table
+from store.queries import get, insert_once, rowcount, table
 from store.tables import BillingHandoffRow, OrderEventRow, OrderRow, OrderStepRow
 
 ORDERS, STEPS, EVENTS, HANDOFFS = (
@@ -49,7 +49,9 @@ class OrderStore:
     async def add(self, order: Order) -> bool:
         """Inserts a new order; False if the partial unique index finds another open order of the resource."""
         return await insert_once(
-            self._session, OrderRow, order.model_dump(exclude={"failure", "steps", "events"})
+            self._session,
+            OrderRow,
+            order.model_dump(exclude={"failure", "steps", "events", "receiving_config"}),
         )
 
     async def transition(
@@ -65,10 +67,6 @@ class OrderStore:
         )
         row = moved.one_or_none()
         return None if row is None else convert.order(row, [], [])
-
-    async def receiving_config(self, order_id: str) -> dict[str, Any] | None:
-        config: dict[str, Any] | None = (await must_get(self._session, OrderRow, order_id)).receiving_config
-        return config
 
     async def open_order_ids(self) -> list[str]:
         """The pending and transferring orders, oldest first."""

@@ -49,13 +49,6 @@ async def get(session: AsyncSession, mapped: type[Base], key: Any, *, lock: bool
     return row
 
 
-async def must_get(session: AsyncSession, mapped: type[Base], key: Any) -> Row[Any]:
-    row = await get(session, mapped, key)
-    if row is None:
-        raise LookupError(f"{mapped.__tablename__} {key!r} vanished inside its transaction")
-    return row
-
-
 async def rowcount(session: AsyncSession, statement: Executable) -> int:
     """The rows an UPDATE or INSERT changed."""
     result = await session.execute(statement, execution_options=NO_SYNC)

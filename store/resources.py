@@ -91,11 +91,15 @@ class ResourceStore:
                 eips.setdefault(instance_id, []).append(eip_id)
         return eips
 
-    async def change(self, resource_id: str, values: dict[str, Any]) -> Resource:
+    async def apply(self, resource_id: str, values: dict[str, Any]) -> None:
         """Writes `values` onto a resource the caller read under lock."""
         if values:
             statement = update(RESOURCES).where(RESOURCES.c.id == resource_id).values(**values)
             await rowcount(self._session, statement)
+
+    async def change(self, resource_id: str, values: dict[str, Any]) -> Resource:
+        """The resource after `apply`."""
+        await self.apply(resource_id, values)
         changed = await self.get(resource_id)
         assert changed is not None, "change a resource read under lock first"
         return changed

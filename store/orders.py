@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import (
@@ -32,6 +32,15 @@ ORDERS, STEPS, EVENTS, HANDOFFS = (
 
 # Orders whose destination counts for the destination limits.
 COUNTING = [status for status in OrderStatus if status.counts_for_destination_limits]
+
+# The destinations of a source's counting orders, built once (store.queries), and without one order.
+_PRIOR_DESTINATIONS = (
+    select(ACCOUNTS.c.id, ACCOUNTS.c.kind, ACCOUNTS.c.entity_id)
+    .join(ORDERS, ORDERS.c.destination_account_id == ACCOUNTS.c.id)
+    .where(ORDERS.c.source_account_id == bindparam("source_account_id"), ORDERS.c.status.in_(COUNTING))
+    .distinct()
+)
+_PRIOR_DESTINATIONS_EXCLUDING = _PRIOR_DESTINATIONS.where(ORDERS.c.order_id != bindparam("excluding"))
 
 
 class OrderStore:
@@ -133,17 +142,12 @@ class OrderStore:
         self, source_account_id: str, *, excluding: str | None
     ) -> list[PriorDestination]:
         """Destinations of the source's pending, transferring and completed orders but `excluding`."""
-        query = (
-            select(ACCOUNTS.c.id, ACCOUNTS.c.kind, ACCOUNTS.c.entity_id)
-            .join(ORDERS, ORDERS.c.destination_account_id == ACCOUNTS.c.id)
-            .where(ORDERS.c.source_account_id == source_account_id, ORDERS.c.status.in_(COUNTING))
-            .distinct()
+        query = _PRIOR_DESTINATIONS if excluding is None else _PRIOR_DESTINATIONS_EXCLUDING
+        found = await self._session.execute(
+            query, {"source_account_id": source_account_id, "excluding": excluding}
         )
-        if excluding is not None:
-            query = query.where(ORDERS.c.order_id != excluding)
         return [
-            PriorDestination(account_id=id_, kind=kind, entity_id=entity_id)
-            for id_, kind, entity_id in await self._session.execute(query)
+            PriorDestination(account_id=id_, kind=kind, entity_id=entity_id) for id_, kind, entity_id in found
         ]
 
     # -- the detailed procedure: events and steps --------------------------------------------------

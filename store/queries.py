@@ -49,9 +49,9 @@ async def get(session: AsyncSession, mapped: type[Base], key: Any, *, lock: bool
     return row
 
 
-async def rowcount(session: AsyncSession, statement: Executable) -> int:
-    """The rows an UPDATE or INSERT changed."""
-    result = await session.execute(statement, execution_options=NO_SYNC)
+async def rowcount(session: AsyncSession, statement: Executable, params: dict[str, Any] | None = None) -> int:
+    """The rows an UPDATE or INSERT changed (`params`: the values of a statement built once)."""
+    result = await session.execute(statement, params, execution_options=NO_SYNC)
     return cast("CursorResult[Any]", result).rowcount
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.codes import ErrorCode
@@ -21,6 +21,42 @@ from store.queries import get, insert_once, rowcount, table
 from store.tables import BillingHandoffRow, ChargeRow, ResourceRow
 
 RESOURCES = table(ResourceRow)
+
+# The statements every transfer runs, built once (store.queries: building one costs more than running
+# it). An UPDATE's parameters may not take its columns' names: b_ for bound.
+_ATTACHED_EIPS = (
+    select(RESOURCES.c.attached_to, RESOURCES.c.id)
+    .where(
+        RESOURCES.c.attached_to.in_(bindparam("instance_ids", expanding=True)),
+        RESOURCES.c.product == Product.EIP,
+        RESOURCES.c.released.is_(False),
+    )
+    .order_by(RESOURCES.c.id)
+)
+_TAKE_LOCK = (
+    update(RESOURCES)
+    .where(
+        RESOURCES.c.id == bindparam("b_resource_id"),
+        RESOURCES.c.owner_account_id == bindparam("b_owner_account_id"),
+        RESOURCES.c.locked_by_order_id.is_(None),
+        RESOURCES.c.released.is_(False),
+    )
+    .values(locked_by_order_id=bindparam("b_order_id"))
+)
+_RELEASE_LOCK = (
+    update(RESOURCES)
+    .where(RESOURCES.c.locked_by_order_id == bindparam("b_order_id"))
+    .values(locked_by_order_id=None)
+)
+_MOVE_OWNER = (
+    update(RESOURCES)
+    .where(
+        RESOURCES.c.id == bindparam("b_resource_id"),
+        RESOURCES.c.owner_account_id == bindparam("b_from_account_id"),
+        RESOURCES.c.locked_by_order_id == bindparam("b_order_id"),
+    )
+    .values(owner_account_id=bindparam("b_to_account_id"))
+)
 
 
 def _resource(row: Any, attached_eip_ids: list[str] | None = None) -> Resource:
@@ -76,15 +112,7 @@ class ResourceStore:
         instance_ids = [row.id for row in rows if row.product is Product.ECS]
         if not instance_ids:
             return {}
-        found = await self._session.execute(
-            select(RESOURCES.c.attached_to, RESOURCES.c.id)
-            .where(
-                RESOURCES.c.attached_to.in_(instance_ids),
-                RESOURCES.c.product == Product.EIP,
-                RESOURCES.c.released.is_(False),
-            )
-            .order_by(RESOURCES.c.id)
-        )
+        found = await self._session.execute(_ATTACHED_EIPS, {"instance_ids": instance_ids})
         eips: dict[str, list[str]] = {}
         for instance_id, eip_id in found:
             if instance_id is not None:
@@ -116,44 +144,27 @@ class ResourceStore:
 
     async def take_lock(self, resource_id: str, *, owner_account_id: str, order_id: str) -> bool:
         """THE LOCK: one atomic conditional UPDATE; True if this order now holds the resource."""
-        return (
-            await rowcount(
-                self._session,
-                update(RESOURCES)
-                .where(
-                    RESOURCES.c.id == resource_id,
-                    RESOURCES.c.owner_account_id == owner_account_id,
-                    RESOURCES.c.locked_by_order_id.is_(None),
-                    RESOURCES.c.released.is_(False),
-                )
-                .values(locked_by_order_id=order_id),
-            )
-            == 1
-        )
+        values = {
+            "b_resource_id": resource_id,
+            "b_owner_account_id": owner_account_id,
+            "b_order_id": order_id,
+        }
+        return await rowcount(self._session, _TAKE_LOCK, values) == 1
 
     async def release_lock(self, order_id: str) -> None:
-        await rowcount(
-            self._session,
-            update(RESOURCES)
-            .where(RESOURCES.c.locked_by_order_id == order_id)
-            .values(locked_by_order_id=None),
-        )
+        await rowcount(self._session, _RELEASE_LOCK, {"b_order_id": order_id})
 
     async def move_owner(
         self, resource_id: str, *, order_id: str, from_account_id: str, to_account_id: str
     ) -> bool:
         """Moves the resource between an order's parties, only while that order holds its lock."""
-        moved = await rowcount(
-            self._session,
-            update(RESOURCES)
-            .where(
-                RESOURCES.c.id == resource_id,
-                RESOURCES.c.owner_account_id == from_account_id,
-                RESOURCES.c.locked_by_order_id == order_id,
-            )
-            .values(owner_account_id=to_account_id),
-        )
-        return moved == 1
+        values = {
+            "b_resource_id": resource_id,
+            "b_order_id": order_id,
+            "b_from_account_id": from_account_id,
+            "b_to_account_id": to_account_id,
+        }
+        return await rowcount(self._session, _MOVE_OWNER, values) == 1
 
     # -- charges ----------------------------------------------------------------------------------
 

@@ -142,10 +142,13 @@ class OrderStore:
         self, source_account_id: str, *, excluding: str | None
     ) -> list[PriorDestination]:
         """Destinations of the source's pending, transferring and completed orders but `excluding`."""
-        query = _PRIOR_DESTINATIONS if excluding is None else _PRIOR_DESTINATIONS_EXCLUDING
-        found = await self._session.execute(
-            query, {"source_account_id": source_account_id, "excluding": excluding}
-        )
+        if excluding is None:
+            found = await self._session.execute(_PRIOR_DESTINATIONS, {"source_account_id": source_account_id})
+        else:
+            found = await self._session.execute(
+                _PRIOR_DESTINATIONS_EXCLUDING,
+                {"source_account_id": source_account_id, "excluding": excluding},
+            )
         return [
             PriorDestination(account_id=id_, kind=kind, entity_id=entity_id) for id_, kind, entity_id in found
         ]

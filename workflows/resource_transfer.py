@@ -111,7 +111,7 @@ class ResourceTransfer:
 
         A `summary` only where the activity's type does not say it all (which decision, which refusal,
         how the order ends): each is one more payload that the SDK converts and visits through the
-        sandbox, about 1 ms of the worker's CPU per transfer each (py-spy, `make bench`)."""
+        sandbox, about 1 ms of the worker's CPU per transfer each (py-spy; README "Performance")."""
         execute = (
             workflow.execute_activity_method if answers_a_message else workflow.execute_local_activity_method
         )

@@ -30,7 +30,6 @@ from domain.models import (
     Refusal,
 )
 from domain.refusals import TransferError, refusal
-from store.accounts import AccountStore
 from store.db import Database
 from store.orders import OrderStore
 from store.resources import ResourceStore
@@ -288,10 +287,10 @@ class OrderTransactions:
             order = await _transferring(orders, order_id, ended=OrderStatus.COMPLETED)
             if order is None:
                 return
-            if not await orders.handed_off(order_id):
+            can_pay = await orders.destination_can_pay(order_id)
+            if can_pay is None:
                 raise TransferError(ErrorCode.ORDER_NOT_PENDING, "ownership has not moved yet")
-            destination = await AccountStore(session).get(order.destination_account_id)
-            if destination is None or destination.frozen:
+            if not can_pay:
                 raise TransferError(ErrorCode.ACCOUNT_FROZEN)
 
     async def restore_billing(self, order_id: str, *, at: datetime, step: StepAttempt | None = None) -> None:
@@ -363,16 +362,21 @@ class OrderTransactions:
         to_status: OrderStatus = values["status"]
         async with self._unit(order_id, steps) as session:
             orders = OrderStore(session)
-            # Read under the row's lock: no one else moves the order until this transaction ends.
-            order = await orders.get(order_id, lock=True, history=False)
-            if order is None:
-                raise TransferError(ErrorCode.ORDER_NOT_FOUND)
-            if order.status is from_status and to_status is OrderStatus.TRANSFERRING:
-                found = await confirmation_refusal(session, order, at=values["confirmed_at"], lock=True)
-                if found is not None:
-                    raise TransferError.of(found)
+            order: Order | None = None
+            if to_status is OrderStatus.TRANSFERRING:
+                # Read under the row's lock: no one else moves the order until this transaction ends.
+                order = await orders.get(order_id, lock=True, history=False)
+                if order is not None and order.status is from_status:
+                    found = await confirmation_refusal(session, order, at=values["confirmed_at"], lock=True)
+                    if found is not None:
+                        raise TransferError.of(found)
+            # Any other move checks no rule: its conditional UPDATE locks the row itself, and the order is
+            # read only when nothing moved, to say why.
             moved = await orders.transition(order_id, from_status, values)
             if moved is None:
+                order = order or await orders.get(order_id, history=False)
+                if order is None:
+                    raise TransferError(ErrorCode.ORDER_NOT_FOUND)
                 if order.status is to_status:
                     return order
                 raise TransferError(ErrorCode.ORDER_NOT_PENDING, details={"status": order.status.value})

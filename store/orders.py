@@ -42,6 +42,12 @@ _PRIOR_DESTINATIONS = (
 )
 _PRIOR_DESTINATIONS_EXCLUDING = _PRIOR_DESTINATIONS.where(ORDERS.c.order_id != bindparam("excluding"))
 
+_HANDOFF_DESTINATION_FROZEN = (
+    select(HANDOFFS.c.order_id, ACCOUNTS.c.frozen)
+    .outerjoin(ACCOUNTS, ACCOUNTS.c.id == HANDOFFS.c.to_account_id)
+    .where(HANDOFFS.c.order_id == bindparam("order_id"))
+)
+
 
 class OrderStore:
     def __init__(self, session: AsyncSession) -> None:
@@ -129,12 +135,17 @@ class OrderStore:
         """The facts of the account rules (None: no such source). With `lock` the source's row is locked
         first, so opens from one source serialize and the limits count every order committed before."""
         accounts = AccountStore(self._session)
-        source = await accounts.get(source_account_id, lock=lock)
+        if lock:
+            source = await accounts.get(source_account_id, lock=True)
+            destination = await accounts.get(destination_account_id) if source else None
+        else:
+            found = await accounts.get_many({source_account_id, destination_account_id})
+            source, destination = found.get(source_account_id), found.get(destination_account_id)
         if source is None:
             return None
         return AccountPair(
             source=source,
-            destination=await accounts.get(destination_account_id),
+            destination=destination,
             prior_destinations=await self._prior_destinations(source_account_id, excluding=excluding),
         )
 
@@ -206,8 +217,12 @@ class OrderStore:
 
     # -- billing hand-off ---------------------------------------------------------------------------
 
-    async def handed_off(self, order_id: str) -> bool:
-        return await get(self._session, BillingHandoffRow, order_id) is not None
+    async def destination_can_pay(self, order_id: str) -> bool | None:
+        """Whether the account the order's billing was handed off to exists and is not frozen; None: no
+        hand-off yet. One statement, and no account's sealed secret opened."""
+        found = await self._session.execute(_HANDOFF_DESTINATION_FROZEN, {"order_id": order_id})
+        row = found.one_or_none()
+        return None if row is None else row.frozen is False
 
     async def add_handoff(self, order: Order, *, cut_over_at: datetime) -> None:
         values = {

@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.codes import ErrorCode
 from domain.models import CENT, MAX_MONEY, Charge, ChargeKind, Product, Resource
 from domain.refusals import TransferError
-from store.queries import get, insert_once, rowcount, table
+from store.queries import insert_once, rowcount, table
 from store.tables import BillingHandoffRow, ChargeRow, ResourceRow
 
 RESOURCES = table(ResourceRow)
@@ -33,6 +34,7 @@ _ATTACHED_EIPS = (
     )
     .order_by(RESOURCES.c.id)
 )
+_EIP = RESOURCES.alias("attached_eip")
 _TAKE_LOCK = (
     update(RESOURCES)
     .where(
@@ -57,6 +59,26 @@ _MOVE_OWNER = (
     )
     .values(owner_account_id=bindparam("b_to_account_id"))
 )
+
+
+@cache
+def _one_with_attached_eips(lock: bool) -> Select[Any]:
+    """A resource by id with the EIPs attached to it if it is an ECS instance, one row per EIP in id order
+    (a row with attached_eip_id null: none): one statement where a by-key read and _ATTACHED_EIPS are two.
+    `lock` row-locks the resource alone (PostgreSQL refuses a lock on an outer join's nullable side)."""
+    attached = and_(
+        RESOURCES.c.product == Product.ECS,
+        _EIP.c.attached_to == RESOURCES.c.id,
+        _EIP.c.product == Product.EIP,
+        _EIP.c.released.is_(False),
+    )
+    statement = (
+        select(RESOURCES, _EIP.c.id.label("attached_eip_id"))
+        .outerjoin(_EIP, attached)
+        .where(RESOURCES.c.id == bindparam("resource_id"))
+        .order_by(_EIP.c.id)
+    )
+    return statement.with_for_update(of=RESOURCES, key_share=True) if lock else statement
 
 
 def _resource(row: Any, attached_eip_ids: list[str] | None = None) -> Resource:
@@ -85,10 +107,12 @@ class ResourceStore:
         self._session = session
 
     async def get(self, resource_id: str, *, lock: bool = False) -> Resource | None:
-        row = await get(self._session, ResourceRow, resource_id, lock=lock)
-        if row is None:
+        """The resource with its attached EIPs; `lock`: row-locked (FOR NO KEY UPDATE, store.queries)."""
+        found = await self._session.execute(_one_with_attached_eips(lock), {"resource_id": resource_id})
+        rows = found.all()
+        if not rows:
             return None
-        return _resource(row, (await self._attached_eips([row])).get(row.id))
+        return _resource(rows[0], [row.attached_eip_id for row in rows if row.attached_eip_id is not None])
 
     async def add(self, resource: Resource) -> bool:
         """Inserts the resource; False if one with its id exists."""

@@ -1,11 +1,12 @@
 """`make bench`: one run on one Temporal dev server, one table (also written as JSON).
 
-1. the floor: an empty workflow's rate on this machine;
+1. the floor: an empty workflow's rate on this machine, before the twin and again after the product
+   (how far the machine drifted meanwhile), and the CPU time its host stole over both;
 2. the shape twin (bench.twin): no-op activities in exactly the product's history shape, driven in the
    product's batches, its rates;
 3. the product through the HTTP API of `transfer dev`: initiate, confirm → completed, end to end, and
    the ratios product ÷ twin; for both, the CPU per transfer of each process (worker, Temporal server,
-   API);
+   API). The twin and the product take turns, batch by batch, so that both meet the same machine;
 4. the latency of one confirm → completed, on an idle stack and under load (p50, p99);
 5. scale: initiate rate with N pending orders parked (N from BENCH_PARKED), rate(max N) ÷ rate(min N),
    and the RSS of the process that runs the worker with the most parked;
@@ -94,6 +95,13 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def stolen_and_total_jiffies() -> tuple[int, int]:
+    """CPU time of the whole machine so far (/proc/stat, all CPUs): what the host of this virtual machine
+    stole from it, and the total. Stolen time slows every process without showing in its own CPU time."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return values[7], sum(values)
+
+
 def cpu_ms(pid: int) -> float:
     """The CPU time (user and system) a process has used so far, in milliseconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -102,8 +110,8 @@ def cpu_ms(pid: int) -> float:
 
 @dataclass
 class CpuMeter:
-    """CPU per transfer of named processes over a phase: where a rate's time goes, steadier than the
-    rate itself on a noisy machine (py-spy says what inside a process)."""
+    """CPU per transfer of named processes over the turns they were measured in: where a rate's time
+    goes (py-spy says what inside a process)."""
 
     pids: dict[str, int]
     spent: dict[str, float] = field(default_factory=dict)
@@ -112,7 +120,8 @@ class CpuMeter:
     def measuring(self) -> Iterator[None]:
         started = {name: cpu_ms(pid) for name, pid in self.pids.items()}
         yield
-        self.spent = {name: cpu_ms(pid) - started[name] for name, pid in self.pids.items()}
+        for name, pid in self.pids.items():
+            self.spent[name] = self.spent.get(name, 0.0) + cpu_ms(pid) - started[name]
 
     def report(self, report: Report, prefix: str, label: str, transfers: int) -> None:
         for name, spent in self.spent.items():
@@ -380,10 +389,46 @@ async def floor_rate(client: Client, sizes: Sizes) -> float:
     return sizes.transfers / await timed(bounded(ids, sizes.batch * sizes.in_flight, run))
 
 
-async def twin_rates(client: Client, sizes: Sizes) -> tuple[float, float, float]:
-    """Driven as the product is: batches of `batch`, `in_flight` at once; a batch's opens all answered,
-    or its confirms all answered and then all its runs ended, before the next batch goes."""
-    ids = [f"twin-{uuid.uuid4().hex}" for _ in range(sizes.transfers)]
+@dataclass
+class Side:
+    """One of the two compared (the twin, the product): its batches, and what its turns took."""
+
+    open_batch: Callable[[int], Awaitable[int]]  # batch i's opens, answered: how many opened
+    confirm_batch: Callable[[int], Awaitable[int]]  # batch i's confirms answered, its runs ended: how many
+    cpu: CpuMeter
+    done: dict[str, int] = field(default_factory=lambda: {"open": 0, "confirm": 0})
+    seconds: dict[str, float] = field(default_factory=lambda: {"open": 0.0, "confirm": 0.0})
+
+    async def turn(self, phase: str, batches: range) -> None:
+        work = self.open_batch if phase == "open" else self.confirm_batch
+        with self.cpu.measuring():
+            started = time.perf_counter()
+            done = await asyncio.gather(*(work(i) for i in batches))
+            self.seconds[phase] += time.perf_counter() - started
+        self.done[phase] += sum(done)
+
+    def rates(self) -> tuple[float, float, float]:
+        """initiate, confirm → completed, end to end: of the orders done, over this side's turns."""
+        opening, confirming = self.seconds["open"], self.seconds["confirm"]
+        completed = self.done["confirm"]
+        return self.done["open"] / opening, completed / confirming, completed / (opening + confirming)
+
+
+async def compared(sides: Sequence[Side], batches: int, in_flight: int) -> None:
+    """Every side's opens, then every side's confirms, `in_flight` batches a turn, the sides taking turns
+    (which goes first alternates): a machine whose speed drifts within the run (a shared host) slows
+    both alike, where one side's whole phase after the other's met another machine."""
+    for phase in ("open", "confirm"):
+        for turn, first in enumerate(range(0, batches, in_flight)):
+            group = range(first, min(first + in_flight, batches))
+            for side in sides if turn % 2 == 0 else list(reversed(sides)):
+                await side.turn(phase, group)
+
+
+def twin_side(client: Client, sizes: Sizes, cpu: CpuMeter) -> Side:
+    """Driven as the product is: batches of `batch`; a batch's opens all answered, or its confirms all
+    answered and then all its runs ended, before the turn ends."""
+    batches = chunks([f"twin-{uuid.uuid4().hex}" for _ in range(sizes.transfers)], sizes.batch)
 
     async def open_(order_id: str) -> None:
         start = WithStartWorkflowOperation(
@@ -412,21 +457,19 @@ async def twin_rates(client: Client, sizes: Sizes) -> tuple[float, float, float]
             "opened", start_workflow_operation=start, result_type=TwinState
         )
 
-    async def open_batch(batch: Sequence[str]) -> None:
-        await asyncio.gather(*(open_(order_id) for order_id in batch))
+    async def open_batch(index: int) -> int:
+        await asyncio.gather(*(open_(order_id) for order_id in batches[index]))
+        return len(batches[index])
 
-    async def confirm_batch(batch: Sequence[str]) -> None:
-        handles = [client.get_workflow_handle(order_id) for order_id in batch]
+    async def confirm_batch(index: int) -> int:
+        handles = [client.get_workflow_handle(order_id) for order_id in batches[index]]
         await asyncio.gather(
             *(h.execute_update("confirm", TwinConfirm(), result_type=TwinState) for h in handles)
         )
         await asyncio.gather(*(h.result() for h in handles))
+        return len(handles)
 
-    batches = chunks(ids, sizes.batch)
-    opening = await timed(bounded(batches, sizes.in_flight, open_batch))
-    confirming = await timed(bounded(batches, sizes.in_flight, confirm_batch))
-    n = sizes.transfers
-    return n / opening, n / confirming, n / (opening + confirming)
+    return Side(open_batch, confirm_batch, cpu)
 
 
 @contextlib.contextmanager
@@ -447,29 +490,25 @@ def profiled(stack: Stack, sizes: Sizes) -> Iterator[None]:
         recorder.wait(timeout=60)
 
 
-async def product_rates(
-    product: Product, stack: Stack, sizes: Sizes, cpu: CpuMeter
-) -> tuple[float, float, float, list[str]]:
-    """A machine too slow for a batch's last answers within the API's deadline gets 503 for them, as
-    a client would: those items count as not done (the rates are of the orders done) and the table
-    says how many there were."""
+async def product_side(product: Product, sizes: Sizes, cpu: CpuMeter) -> tuple[Side, list[str]]:
+    """The product's side, and the orders it completed (filled as it goes). A machine too slow for a
+    batch's last answers within the API's deadline gets 503 for them, as a client would: those items
+    count as not done (the rates are of the orders done) and the table says how many there were."""
     pairs = await product.pairs(sizes.transfers, sizes.batch)
     opened: dict[Pair, list[str]] = {}
     completed: list[str] = []
 
-    async def initiate(pair: Pair) -> None:
-        opened[pair] = await product.initiate(pair, overload=True)
+    async def open_batch(index: int) -> int:
+        opened[pairs[index]] = await product.initiate(pairs[index], overload=True)
+        return len(opened[pairs[index]])
 
-    async def confirm(pair: Pair) -> None:
-        confirmed = await product.confirm(pair, opened[pair], overload=True)
+    async def confirm_batch(index: int) -> int:
+        confirmed = await product.confirm(pairs[index], opened[pairs[index]], overload=True)
         await product.completed(confirmed)
         completed.extend(confirmed)
+        return len(confirmed)
 
-    with profiled(stack, sizes), cpu.measuring():
-        opening = await timed(bounded(pairs, sizes.in_flight, initiate))
-        confirming = await timed(bounded(pairs, sizes.in_flight, confirm))
-    n_opened, n_completed = sum(len(ids) for ids in opened.values()), len(completed)
-    return n_opened / opening, n_completed / confirming, n_completed / (opening + confirming), completed
+    return Side(open_batch, confirm_batch, cpu), completed
 
 
 async def one_confirm_latency(product: Product, pair: Pair) -> float:
@@ -575,21 +614,9 @@ async def main(sizes: Sizes) -> Report:
                 client = await Client.connect(stack.temporal, data_converter=pydantic_data_converter)
                 product = Product(http, client)
                 print(f"bench: {sizes}", flush=True)
-                async with twin_worker(client):
-                    floor = await floor_rate(client, sizes)
-                    report.add("floor_rate", "empty workflow (floor)", floor, "/s")
-                    twin_cpu = CpuMeter(
-                        {"worker (with the bench's driver)": os.getpid(), "server": stack.temporal_pid()}
-                    )
-                    with twin_cpu.measuring():
-                        twin = await twin_rates(client, sizes)
-                for key, label, value in zip(
-                    ("initiate", "confirm", "end_to_end"),
-                    ("initiate", "confirm → completed", "end to end"),
-                    twin,
-                    strict=True,
-                ):
-                    report.add(f"twin_{key}_rate", f"twin: {label}", value, "/s")
+                twin_cpu = CpuMeter(
+                    {"worker (with the bench's driver)": os.getpid(), "server": stack.temporal_pid()}
+                )
                 product_cpu = CpuMeter(
                     {
                         "worker": stack.worker_pid(),
@@ -597,7 +624,29 @@ async def main(sizes: Sizes) -> Report:
                         "api (transfer dev)": stack.api_pid(),
                     }
                 )
-                *made, completed = await product_rates(product, stack, sizes, product_cpu)
+                async with twin_worker(client):
+                    floor = await floor_rate(client, sizes)
+                    report.add("floor_rate", "empty workflow (floor)", floor, "/s")
+                    twin_turns = twin_side(client, sizes, twin_cpu)
+                    product_turns, completed = await product_side(product, sizes, product_cpu)
+                    stolen_before, total_before = stolen_and_total_jiffies()
+                    with profiled(stack, sizes):
+                        batches = -(-sizes.transfers // sizes.batch)
+                        await compared([twin_turns, product_turns], batches, sizes.in_flight)
+                    stolen_after, total_after = stolen_and_total_jiffies()
+                    floor_after = await floor_rate(client, sizes)
+                report.add("floor_rate_after", "empty workflow (floor), after both", floor_after, "/s")
+                report.add(
+                    "floor_drift",
+                    "floor after ÷ before (far from 1: the machine drifted)",
+                    floor_after / floor,
+                    "",
+                    2,
+                )
+                stolen = 100 * (stolen_after - stolen_before) / max(total_after - total_before, 1)
+                report.add("stolen_pct", "CPU time the host stole while twin and product ran", stolen, "%")
+                if not completed:
+                    raise SystemExit("bench: no transfer completed (every confirm answered 503): no figures")
                 report.add(
                     "rate_answered_503",
                     "product: items answered 503 (past the API's deadline)",
@@ -608,10 +657,11 @@ async def main(sizes: Sizes) -> Report:
                 for key, label, value, twin_value in zip(
                     ("initiate", "confirm", "end_to_end"),
                     ("initiate", "confirm → completed", "end to end"),
-                    made,
-                    twin,
+                    product_turns.rates(),
+                    twin_turns.rates(),
                     strict=True,
                 ):
+                    report.add(f"twin_{key}_rate", f"twin: {label}", twin_value, "/s")
                     report.add(f"product_{key}_rate", f"product: {label}", value, "/s")
                     report.add(f"ratio_{key}", f"product ÷ twin: {label}", value / twin_value, "", 2)
                 twin_cpu.report(report, "twin", "twin", sizes.transfers)

@@ -1,12 +1,12 @@
 """`make bench`: one run on one Temporal dev server, one table (also written as JSON).
 
-1. the floor: an empty workflow's rate on this machine, before the twin and again after the product
-   (how far the machine drifted meanwhile), and the CPU time its host stole over both;
+1. the floor: an empty workflow's rate on this machine;
 2. the shape twin (bench.twin): no-op activities in exactly the product's history shape, driven in the
    product's batches, its rates;
 3. the product through the HTTP API of `transfer dev`: initiate, confirm → completed, end to end, and
    the ratios product ÷ twin; for both, the CPU per transfer of each process (worker, Temporal server,
-   API). The twin and the product take turns, batch by batch, so that both meet the same machine;
+   API). The twin and the product take turns, batch by batch, so that both meet the same machine (and
+   the table says how much CPU time the host stole meanwhile);
 4. the latency of one confirm → completed, on an idle stack and under load (p50, p99);
 5. scale: initiate rate with N pending orders parked (N from BENCH_PARKED), rate(max N) ÷ rate(min N),
    and the RSS of the process that runs the worker with the most parked;
@@ -634,15 +634,6 @@ async def main(sizes: Sizes) -> Report:
                         batches = -(-sizes.transfers // sizes.batch)
                         await compared([twin_turns, product_turns], batches, sizes.in_flight)
                     stolen_after, total_after = stolen_and_total_jiffies()
-                    floor_after = await floor_rate(client, sizes)
-                report.add("floor_rate_after", "empty workflow (floor), after both", floor_after, "/s")
-                report.add(
-                    "floor_drift",
-                    "floor after ÷ before (far from 1: the machine drifted)",
-                    floor_after / floor,
-                    "",
-                    2,
-                )
                 stolen = 100 * (stolen_after - stolen_before) / max(total_after - total_before, 1)
                 report.add("stolen_pct", "CPU time the host stole while twin and product ran", stolen, "%")
                 if not completed:

@@ -12,8 +12,6 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 FIGURES = {
     "floor_rate",
-    "floor_rate_after",
-    "floor_drift",
     "stolen_pct",
     "twin_initiate_rate",
     "twin_confirm_rate",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -189,7 +190,9 @@ class Stack:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"transfer dev exited: see {self.data_dir / 'bench.log'}")
+                # The folder goes with the run: its log's end is the error's.
+                tail = (self.data_dir / "bench.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"transfer dev exited with {self.process.returncode}:\n{tail}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await http.get(f"{self.api}/readyz")).status_code == 200:
                     return
@@ -631,7 +634,7 @@ async def main(sizes: Sizes) -> Report:
                     product_turns, completed = await product_side(product, sizes, product_cpu)
                     stolen_before, total_before = stolen_and_total_jiffies()
                     with profiled(stack, sizes):
-                        batches = -(-sizes.transfers // sizes.batch)
+                        batches = math.ceil(sizes.transfers / sizes.batch)
                         await compared([twin_turns, product_turns], batches, sizes.in_flight)
                     stolen_after, total_after = stolen_and_total_jiffies()
                 stolen = 100 * (stolen_after - stolen_before) / max(total_after - total_before, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import compileall
 import functools
+import gc
 import os
 import signal
 from collections.abc import Callable, Collection, Sequence
@@ -151,6 +152,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             settings.attestation_key(),
             faults=KillAfterWrite.from_environment(),
         )
+        # What was imported and built to start lives as long as the process: out of the collector's
+        # sight, a full collection scans only the runs' objects (a third less time, README "Performance").
+        gc.collect()
+        gc.freeze()
         async with worker:
             log.info("worker started", task_queue=settings.task_queue, namespace=settings.namespace)
             await stop.wait()

@@ -5,8 +5,10 @@ ResourceTransfer makes (tests/histories, current version): started with its `ope
 marker, a local activity, the search attributes, the confirmation window's timer; a `confirm` update
 with its request, answered by a regular activity; one regular and three local activities and the last
 upsert. The same metadata too: the timer's and the last activity's summaries here, the start's search
-attributes and static summary where bench.run starts it. Its activities do nothing, so product ÷ twin
-is what the product's own work costs.
+attributes and static summary where bench.run starts it. And the same handlers (names, kinds, validators),
+no-op where a completed order does not call them: the sandbox builds each run's handlers, so they are part
+of what Temporal costs for the product's shape. Its activities do nothing, so product ÷ twin is what the
+product's own work costs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import timedelta
 from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
-    from bench.twin_messages import NoOpInput, TwinConfirm, TwinInput, TwinState
+    from bench.twin_messages import NoOpInput, TwinConfirm, TwinDecision, TwinInput, TwinState
     from workflows import search_attributes
     from workflows.resource_transfer import V3
 
@@ -90,6 +92,10 @@ class ShapeTwin:
         self._status("completed")
         return self._state
 
+    @workflow.query(name="status")
+    def status(self) -> TwinState:
+        return self._state
+
     @workflow.update(name="opened")
     async def opened(self) -> TwinState:
         await workflow.wait_condition(lambda: self._state.status is not None)
@@ -100,3 +106,35 @@ class ShapeTwin:
         await self._regular()
         self._status("transferring")
         return self._state
+
+    @confirm.validator
+    def validate_confirm(self, request: TwinConfirm) -> None:
+        pass
+
+    @workflow.update(name="cancel")
+    async def cancel(self, request: TwinDecision) -> TwinState:
+        return self._state
+
+    @cancel.validator
+    def validate_cancel(self, request: TwinDecision) -> None:
+        pass
+
+    @workflow.update(name="reject")
+    async def reject(self, request: TwinDecision) -> TwinState:
+        return self._state
+
+    @reject.validator
+    def validate_reject(self, request: TwinDecision) -> None:
+        pass
+
+    @workflow.signal(name="confirm")
+    async def confirm_signal(self, request: TwinConfirm) -> None:
+        pass
+
+    @workflow.signal(name="cancel")
+    async def cancel_signal(self, request: TwinDecision) -> None:
+        pass
+
+    @workflow.signal(name="reject")
+    async def reject_signal(self, request: TwinDecision) -> None:
+        pass

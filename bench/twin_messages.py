@@ -27,6 +27,12 @@ class TwinConfirm(BaseModel):
     agreement_accepted: bool = True
 
 
+class TwinDecision(BaseModel):
+    """The argument of the twin's `cancel` and `reject`, as the product's carry theirs."""
+
+    reason: str | None = None
+
+
 class NoOpInput(BaseModel):
     order_id: str
     at: datetime

@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from temporalio import workflow
+
+from bench.twin import ShapeTwin
+from workflows.resource_transfer import ResourceTransfer
+
 ROOT = Path(__file__).parent.parent
 FIGURES = {
     "floor_rate",
@@ -74,3 +79,19 @@ def test_a_tiny_benchmark_runs_every_phase_and_writes_its_table(tmp_path: Path) 
     assert document["results"]["events_completed"] == 35  # the product's completed path, measured
     table = [line for line in run.stdout.splitlines() if line.startswith("| ")]
     assert any(line.startswith("| product ÷ twin: end to end ") for line in table), run.stdout
+
+
+def _handlers(cls: type) -> dict[str, object]:
+    definition = workflow._Definition.must_from_class(cls)
+    return {
+        "signals": sorted(str(name) for name in definition.signals),
+        "queries": sorted(str(name) for name in definition.queries),
+        "updates": sorted(
+            (str(name), update.validator is not None) for name, update in definition.updates.items()
+        ),
+    }
+
+
+def test_the_twin_has_the_products_handlers() -> None:
+    """The sandbox builds every run's handlers: a twin with fewer would pay less of the product's shape."""
+    assert _handlers(ShapeTwin) == _handlers(ResourceTransfer)
